@@ -1,0 +1,143 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan, routers and error handlers."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __version__
+from service.batching import BatchPolicy
+from service.dataplane import DataPlane, Limits
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.protocols import codec, health, native
+from service.protocols.deps import AppState
+from service.repository import ModelRepository, RepositoryConfig
+from service.runtime import RuntimeOptions
+from service.settings import Settings
+from service.telemetry import Telemetry, request_id
+
+log = logging.getLogger(__name__)
+
+
+def build_state(settings: Settings) -> AppState:
+    metrics = Metrics()
+    repository = ModelRepository(
+        RepositoryConfig(
+            root=settings.model_repository,
+            models=tuple(settings.models) if settings.models is not None else None,
+            version_policy=settings.version_policy,
+            latest_versions=settings.latest_versions,
+            specific_versions=tuple(settings.specific_versions),
+            poll_interval_s=settings.poll_interval_s,
+            variant=settings.variant,
+        ),
+        RuntimeOptions(
+            providers=tuple(settings.providers) if settings.providers else None,
+            intra_op_threads=settings.threads,
+            inter_op_threads=settings.inter_op_threads,
+            optimization_level=settings.optimization_level,
+            io_binding=settings.io_binding,
+        ),
+        BatchPolicy(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+            max_queue_size=settings.max_queue_size,
+            batches_in_flight=settings.batches_in_flight,
+            length_buckets=tuple(sorted(settings.length_buckets)),
+        ),
+        lambda name, version, stats: metrics.observe_batch(name, str(version), stats),
+    )
+    dataplane = DataPlane(
+        repository, Limits(settings.max_instances, settings.max_text_chars, settings.request_timeout_s)
+    )
+    return AppState(settings, repository, dataplane, metrics, Telemetry(metrics, settings.log_requests))
+
+
+class RequestIdMiddleware:
+    """Takes ``X-Request-ID`` from the client (or makes one), exposes it to logs, and echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        rid = given.decode("latin-1")[:128] if given and given.isascii() else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error is ``{"error": "..."}``; nothing echoes the input or leaks a trace, path or internal name."""
+
+    async def service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        return codec.json_response({"error": exc.message}, exc.status, exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()[:3])
+        return codec.json_response({"error": f"invalid request parameters: {where}"}, 400)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "request refused")
+        return codec.json_response({"error": message}, exc.status_code, dict(exc.headers or {}))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return codec.json_response({"error": "internal error"}, 500)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; models load in the lifespan (never at import) and drain on shutdown."""
+    settings = settings or Settings()
+    state = build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.repository.start()
+        log.info("serving models %s from %s", state.repository.names(), settings.model_repository.name)
+        yield
+        await state.repository.stop()
+
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="attention-serve",
+        version=__version__,
+        description="Predictions and the attention behind them, over TF Serving-style REST and Open Inference v2.",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.core = state
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(native.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,212 @@
+"""Dynamic batching: one ``Batcher`` per model version merges queued sequences into padded ONNX Runtime calls.
+
+Policy. A batch starts as soon as a run slot is free and something is queued; while every slot is busy, new
+sequences accumulate and the next batch takes them all (up to ``max_batch_size``). So one lone request never
+waits for company, and a loaded server runs full batches. ``max_queue_delay_s`` > 0 adds a wait for the batch
+to fill, counted from the oldest queued sequence. With ``length_buckets``, sequences are grouped by length and
+a batch is drawn from the bucket of the oldest sequence, so short ones do not pay for long ones' padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, np.ndarray]
+RunBatch = Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int = 32
+    max_queue_delay_s: float = 0.0
+    max_queue_size: int = 1024
+    batches_in_flight: int = 1
+    length_buckets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one runtime call did, for metrics."""
+
+    size: int
+    padded_length: int
+    queue_s: tuple[float, ...]
+    compute_s: float
+    failed: bool
+
+
+@dataclass(eq=False)
+class _Item:
+    ids: np.ndarray
+    explain: bool
+    future: asyncio.Future[Row]
+    enqueued: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+
+
+def pad(rows: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad 1-D id arrays to the longest; the mask is 1 on real tokens and 0 on padding."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=rows[0].dtype)
+    mask = np.zeros((len(rows), width), dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+class Batcher:
+    """Bounded queue → padded batches → ``run`` off the event loop → each future gets its own row."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        policy: BatchPolicy,
+        pad_id: int,
+        outputs: Sequence[str],
+        explain_outputs: Sequence[str] = (),
+        observe: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self._run, self.policy, self._pad_id = run, policy, pad_id
+        self._outputs, self._explain_outputs = tuple(outputs), tuple(explain_outputs)
+        self._observe = observe or (lambda stats: None)
+        self._queues: list[deque[_Item]] = [deque() for _ in range(len(policy.length_buckets) + 1)]
+        self._depth = 0
+        self._closed = False
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(policy.batches_in_flight)
+        self._executor = ThreadPoolExecutor(policy.batches_in_flight, thread_name_prefix="inference")
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    @property
+    def depth(self) -> int:
+        """Sequences queued and not yet taken into a batch."""
+        return self._depth
+
+    def submit(self, rows: Sequence[np.ndarray], explain: bool, deadline: float) -> list[asyncio.Future[Row]]:
+        """Queue every row or none of them; each future resolves to that row's outputs (still padded)."""
+        if self._closed:
+            raise Unavailable("this model version is unloading; retry to reach its successor")
+        if self._depth + len(rows) > self.policy.max_queue_size:
+            raise Overloaded(f"the queue is full ({self.policy.max_queue_size} sequences); retry shortly")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for ids in rows:
+            item = _Item(ids, explain, loop.create_future())
+            item.timer = loop.call_at(loop.time() + max(deadline - time.monotonic(), 0.0), self._expire, item)
+            self._queues[bisect.bisect_left(self.policy.length_buckets, len(ids))].append(item)
+            futures.append(item.future)
+        self._depth += len(rows)
+        self._arrived.set()
+        return futures
+
+    async def close(self) -> None:
+        """Refuse new work, finish what is queued and running, then release the threads."""
+        self._closed = True
+        self._arrived.set()
+        await self._loop_task
+        if self._running:
+            await asyncio.gather(*self._running)
+        self._executor.shutdown(wait=True)
+
+    @staticmethod
+    def _expire(item: _Item) -> None:
+        # Still queued at its deadline: answer now; the batch builder skips finished futures.
+        if not item.future.done():
+            item.future.set_exception(DeadlineExceeded("the request's deadline passed before it could run"))
+
+    async def _loop(self) -> None:
+        while True:
+            if self._depth == 0:
+                if self._closed:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._slots.acquire()
+            await self._fill_window()
+            batch = self._take()
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _fill_window(self) -> None:
+        """With a queue delay set, wait until the batch is full or the oldest item has waited that long."""
+        delay = self.policy.max_queue_delay_s
+        while delay > 0 and not self._closed and self._depth < self.policy.max_batch_size:
+            oldest = min((q[0].enqueued for q in self._queues if q), default=None)
+            remaining = (oldest or 0.0) + delay - time.monotonic()
+            if oldest is None or remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Item]:
+        """Up to a full batch from the bucket holding the oldest live item, skipping finished futures."""
+        for queue in self._queues:
+            while queue and queue[0].future.done():
+                queue.popleft()
+                self._depth -= 1
+        live = [q for q in self._queues if q]
+        if not live:
+            return []
+        queue = min(live, key=lambda q: q[0].enqueued)
+        batch: list[_Item] = []
+        while queue and len(batch) < self.policy.max_batch_size:
+            item = queue.popleft()
+            self._depth -= 1
+            if not item.future.done():
+                if item.timer is not None:
+                    item.timer.cancel()
+                batch.append(item)
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        outputs = self._outputs + (self._explain_outputs if any(item.explain for item in batch) else ())
+        rows = [item.ids for item in batch]
+        failed = False
+        try:
+            loop = asyncio.get_running_loop()
+            result, width = await loop.run_in_executor(self._executor, self._pad_and_run, rows, outputs)
+        except Exception:
+            failed, width = True, max(len(r) for r in rows)
+            log.exception("inference failed for a batch of %d sequences", len(batch))
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(InferenceFailed("inference failed for the batch holding this request"))
+        else:
+            for index, item in enumerate(batch):
+                if not item.future.done():
+                    item.future.set_result({name: array[index] for name, array in result.items()})
+        finally:
+            self._slots.release()
+        self._observe(
+            BatchStats(
+                len(batch), width, tuple(started - i.enqueued for i in batch), time.monotonic() - started, failed
+            )
+        )
+
+    def _pad_and_run(self, rows: list[np.ndarray], outputs: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
+        ids, mask = pad(rows, self._pad_id)
+        return self._run(ids, mask, outputs), ids.shape[1]

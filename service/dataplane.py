@@ -1,0 +1,224 @@
+"""The protocol-agnostic core: one ``InferenceRequest`` in, one ``InferenceResult`` out.
+
+Every wire protocol decodes into an ``InferenceRequest`` and encodes the ``InferenceResult``; batching,
+limits and validation happen here once, whatever protocol a request came by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.explain import attention_rollout
+from service.repository import ModelRepository, ServedVersion
+
+ATTENTION = "attention"
+SELF_ATTENTION = "self_attention"
+ROLLOUT = "rollout"
+OPTIONAL_OUTPUTS = frozenset({ATTENTION, SELF_ATTENTION, ROLLOUT})
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_instances: int
+    max_text_chars: int
+    default_timeout_s: float
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """A decoded request: each item a text or a token-id sequence, and which outputs to compute."""
+
+    model: str
+    version: int | None
+    items: Sequence[str | np.ndarray]
+    outputs: frozenset[str] = frozenset({ATTENTION})
+    truncate: bool = False
+    timeout_s: float | None = None
+    source: str = "instances"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: np.ndarray
+    length: int
+    truncated: bool
+    attention: np.ndarray | None = None
+    self_attention: np.ndarray | None = None
+    rollout: np.ndarray | None = None
+    tokens: list[str] | None = None
+    offsets: list[tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    model: str
+    version: int
+    labels: tuple[str, ...]
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor of the public API (not of the graph): name, dtype (string, int32/64, float32), shape (-1 dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    version: int
+    labels: tuple[str, ...]
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    facts: dict[str, object]
+
+
+def describe(served: ServedVersion) -> ModelDescription:
+    """The public inputs and outputs of a version, and facts about it, for every protocol's metadata."""
+    spec, model = served.folder.spec, served.folder.model
+    ids = model.id_dtype.name
+    graph = {t.name: t.shape for t in model.outputs}
+    inputs = (
+        Tensor("text", "string", (-1,)),
+        Tensor("input_ids", ids, (-1, -1)),
+        Tensor("attention_mask", ids, (-1, -1)),
+    )
+    outputs = [
+        Tensor("label", "string", (-1,)),
+        Tensor("probabilities", "float32", (-1, len(spec.labels))),
+        Tensor(ATTENTION, "float32", (-1, -1)),
+    ]
+    if SELF_ATTENTION in graph:
+        outputs += [
+            Tensor(SELF_ATTENTION, "float32", (-1, *graph[SELF_ATTENTION][1:3], -1, -1)),
+            Tensor(ROLLOUT, "float32", (-1, -1)),
+        ]
+    document = spec.document
+    facts: dict[str, object] = {
+        "labels": list(spec.labels),
+        "max_sequence_length": spec.max_length,
+        "vocab_size": spec.vocab_size,
+        "variant": spec.variant,
+        "providers": list(model.providers),
+        "loaded_at": served.loaded_at,
+        **{
+            key: document[key]
+            for key in ("task", "metrics", "baseline", "parity", "created", "data")
+            if key in document
+        },
+    }
+    return ModelDescription(spec.name, spec.version, spec.labels, inputs, tuple(outputs), facts)
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    ids: np.ndarray
+    truncated: bool
+    tokens: list[str] | None = None
+    offsets: list[tuple[int, int]] | None = None
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, limits: Limits) -> None:
+        self.repository, self.limits = repository, limits
+
+    async def infer(self, request: InferenceRequest) -> InferenceResult:
+        served = self.repository.get(request.model, request.version)
+        sequences = self._prepare(request, served)
+        deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
+        explain = bool(request.outputs & {SELF_ATTENTION, ROLLOUT})
+        futures = served.batcher.submit([s.ids for s in sequences], explain, deadline)
+        try:
+            rows = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()  # drop this request's other sequences from the queue
+            raise
+        spec = served.folder.spec
+        predictions = [_predict(spec.labels, s, row, request.outputs) for s, row in zip(sequences, rows, strict=True)]
+        return InferenceResult(spec.name, spec.version, spec.labels, predictions)
+
+    def _prepare(self, request: InferenceRequest, served: ServedVersion) -> list[_Sequence]:
+        """Tokenize the texts in one call, then check every sequence against the version's limits."""
+        count = len(request.items)
+        if count == 0:
+            raise InvalidInput(f"{request.source}: empty batch; send at least one sequence")
+        if count > self.limits.max_instances:
+            raise InvalidInput(
+                f"{request.source}: {count} sequences, more than the limit of {self.limits.max_instances}"
+            )
+        texts = [(i, item) for i, item in enumerate(request.items) if isinstance(item, str)]
+        for index, text in texts:
+            if len(text) > self.limits.max_text_chars:
+                raise InvalidInput(
+                    f"{request.source}[{index}]: text of {len(text)} characters, limit {self.limits.max_text_chars}"
+                )
+        encoded = iter(served.folder.tokenizer.encode([text for _, text in texts]) if texts else ())
+        spec, dtype = served.folder.spec, served.folder.model.id_dtype
+        sequences = []
+        for index, item in enumerate(request.items):
+            if isinstance(item, str):
+                e = next(encoded)
+                seq = _Sequence(e.ids, False, e.tokens, e.offsets)
+            else:
+                seq = _Sequence(item, False)
+            seq = _fit(request, index, seq, spec.max_length, spec.vocab_size)
+            sequences.append(_Sequence(seq.ids.astype(dtype, copy=False), seq.truncated, seq.tokens, seq.offsets))
+        return sequences
+
+
+def _fit(request: InferenceRequest, index: int, seq: _Sequence, max_length: int, vocab_size: int) -> _Sequence:
+    """Check one sequence: not empty, ids in the vocabulary, within the length limit (or truncated if asked)."""
+    where = f"{request.source}[{index}]"
+    if len(seq.ids) == 0:
+        kind = "text has no tokens" if seq.tokens is not None else "sequence is empty"
+        raise InvalidInput(f"{where}: the {kind}")
+    if seq.tokens is None and (seq.ids.min() < 0 or seq.ids.max() >= vocab_size):
+        bad = int(seq.ids[(seq.ids < 0) | (seq.ids >= vocab_size)][0])
+        raise InvalidInput(f"{where}: token id {bad} is outside the vocabulary [0, {vocab_size - 1}]")
+    if len(seq.ids) <= max_length:
+        return seq
+    if not request.truncate:
+        raise InvalidInput(
+            f"{where}: {len(seq.ids)} tokens, more than the model's maximum of {max_length}; "
+            "ask for truncation to cut it"
+        )
+    return _Sequence(
+        seq.ids[:max_length],
+        True,
+        seq.tokens[:max_length] if seq.tokens is not None else None,
+        seq.offsets[:max_length] if seq.offsets is not None else None,
+    )
+
+
+def _predict(
+    labels: tuple[str, ...], seq: _Sequence, row: dict[str, np.ndarray], outputs: frozenset[str]
+) -> Prediction:
+    """Trim one row of the batch to its own length and derive what was asked for."""
+    length = len(seq.ids)
+    probabilities = row["probabilities"]
+    attention = row["attention"][:length]
+    self_attention = row["self_attention"][:, :, :length, :length] if SELF_ATTENTION in row else None
+    return Prediction(
+        label=labels[int(np.argmax(probabilities))],
+        probabilities=probabilities,
+        length=length,
+        truncated=seq.truncated,
+        attention=attention if ATTENTION in outputs else None,
+        self_attention=self_attention if SELF_ATTENTION in outputs else None,
+        rollout=attention_rollout(self_attention, attention)
+        if ROLLOUT in outputs and self_attention is not None
+        else None,
+        tokens=seq.tokens,
+        offsets=seq.offsets,
+    )

@@ -1,0 +1,142 @@
+"""One model version folder on disk: read ``model.json``, check it against the graph, load and warm up.
+
+Everything here is blocking (file reads, hashing, session creation, warm-up) and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.runtime import OnnxModel, RuntimeLoadError, RuntimeOptions
+from service.tokenizer import TextTokenizer
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+METADATA_FILE = "model.json"
+REQUIRED_INPUTS = ("input_ids", "attention_mask")
+CORE_OUTPUTS = ("probabilities", "attention")
+EXPLAIN_OUTPUT = "self_attention"
+
+
+class ModelFolderError(RuntimeError):
+    """The folder is not a loadable model version; the message is safe to show (no absolute paths)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the service needs from ``model.json``, checked."""
+
+    name: str
+    version: int
+    labels: tuple[str, ...]
+    max_length: int
+    pad_id: int
+    vocab_size: int
+    model_file: str
+    variant: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LoadedFolder:
+    spec: ModelSpec
+    model: OnnxModel
+    tokenizer: TextTokenizer
+
+
+def valid_name(name: str) -> bool:
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of the folder's files: changes when a copy is still landing."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    except OSError:
+        return ()
+
+
+def read_spec(folder: Path, name: str, version: int, variant: str) -> ModelSpec:
+    try:
+        document = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelFolderError("model.json is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelFolderError(f"model.json is unreadable: {type(exc).__name__}") from exc
+    if not isinstance(document, dict):
+        raise ModelFolderError("model.json is not a JSON object")
+    try:
+        labels = tuple(str(label) for label in document["labels"])
+        max_length, pad_id = int(document["max_sequence_length"]), int(document.get("pad_token_id", 0))
+        vocab_size = int(document["vocab_size"])
+        model_file = str(document["files"]["model"])
+        hashes = dict(document["sha256"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFolderError(f"model.json lacks a valid field: {exc}") from exc
+    if document.get("name", name) != name or int(document.get("version", version)) != version:
+        raise ModelFolderError("model.json names another model or version than its folder")
+    if len(labels) < 2 or max_length < 1 or vocab_size < 1:
+        raise ModelFolderError("model.json needs two or more labels, a positive max length and vocabulary size")
+    chosen = "fp32"
+    variant_entry = document.get("variants", {}).get(variant) if variant != "fp32" else None
+    if isinstance(variant_entry, dict) and "file" in variant_entry:
+        model_file, chosen = str(variant_entry["file"]), variant
+    if model_file not in hashes or "/" in model_file or "\\" in model_file:
+        raise ModelFolderError(f"model.json gives no SHA-256 for {model_file!r}")
+    return ModelSpec(name, version, labels, max_length, pad_id, vocab_size, model_file, chosen, document)
+
+
+def _check_hash(folder: Path, spec: ModelSpec) -> None:
+    digest = hashlib.sha256()
+    try:
+        with (folder / spec.model_file).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ModelFolderError(f"{spec.model_file} is unreadable: {type(exc).__name__}") from exc
+    if digest.hexdigest() != spec.document["sha256"][spec.model_file]:
+        raise ModelFolderError(f"{spec.model_file} does not match the SHA-256 in model.json")
+
+
+def _check_signature(model: OnnxModel, spec: ModelSpec) -> None:
+    declared = {t["name"]: t["dtype"] for t in [*spec.document.get("inputs", []), *spec.document.get("outputs", [])]}
+    actual = {t.name: t.dtype for t in [*model.inputs, *model.outputs]}
+    if declared != actual:
+        raise ModelFolderError(f"model.json declares tensors {declared}, the graph has {actual}")
+    names = [t.name for t in model.inputs]
+    if tuple(names) != REQUIRED_INPUTS or model.inputs[0].dtype not in ("int32", "int64"):
+        raise ModelFolderError(f"the graph's inputs must be integer {REQUIRED_INPUTS}, not {names}")
+    if not set(CORE_OUTPUTS) <= {t.name for t in model.outputs}:
+        raise ModelFolderError(f"the graph must output {CORE_OUTPUTS}")
+    classes = next(t.shape[-1] for t in model.outputs if t.name == "probabilities")
+    if classes != -1 and classes != len(spec.labels):
+        raise ModelFolderError(f"the graph has {classes} classes, model.json {len(spec.labels)} labels")
+
+
+def load_folder(
+    folder: Path, name: str, version: int, options: RuntimeOptions, variant: str, warm_batch: int
+) -> LoadedFolder:
+    """Read, verify, open and warm one version; raise ``ModelFolderError`` with a safe reason."""
+    spec = read_spec(folder, name, version, variant)
+    _check_hash(folder, spec)
+    try:
+        model = OnnxModel(folder / spec.model_file, options)
+    except RuntimeLoadError as exc:
+        raise ModelFolderError(str(exc)) from exc
+    _check_signature(model, spec)
+    tokenizer_file = str(spec.document.get("files", {}).get("tokenizer", "tokenizer.json"))
+    try:
+        tokenizer = TextTokenizer(folder / tokenizer_file, model.id_dtype)
+    except Exception as exc:  # tokenizers raises its own exception type for a bad file
+        raise ModelFolderError(f"the tokenizer could not be loaded: {type(exc).__name__}") from exc
+    if tokenizer.vocab_size > spec.vocab_size:
+        raise ModelFolderError("the tokenizer's vocabulary is larger than the model's")
+    try:
+        model.warm_up(warm_batch, sorted({1, min(16, spec.max_length), spec.max_length}))
+    except Exception as exc:
+        raise ModelFolderError(f"warm-up inference failed: {type(exc).__name__}") from exc
+    return LoadedFolder(spec, model, tokenizer)

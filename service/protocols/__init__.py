@@ -1,0 +1,1 @@
+"""Wire protocols. Each module translates its format to and from the data plane, nothing more."""

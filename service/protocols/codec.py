@@ -1,0 +1,139 @@
+"""Shared pieces of the JSON protocols: reading a body safely, strict value decoders, encoding responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request, Response
+
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = ("application/json",)
+ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+INT64_MAX = 2**63 - 1
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Encode with orjson; numpy arrays are written by orjson directly, with no per-float Python objects."""
+    return Response(orjson.dumps(content, option=ENCODE_OPTIONS), status, headers, media_type="application/json")
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def check_encoding(request: Request) -> None:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(f"compressed request bodies ({encoding}) are not accepted; send plain JSON")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (declared or streamed, chunked included)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Parse a JSON body strictly: no NaN or Infinity, no invalid UTF-8 or lone surrogates."""
+    if media_type(request) not in JSON_TYPES:
+        shown = media_type(request) or "none"
+        raise UnsupportedMediaType(f"Content-Type must be application/json (got {shown})")
+    check_encoding(request)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise InvalidInput("the request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc.msg} at byte {exc.pos}") from None
+
+
+def expect_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}: expected a JSON object, got {kind(value)}")
+    return value
+
+
+def kind(value: Any) -> str:
+    """A JSON-ish name for a value's type, for error messages."""
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def decode_text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where}: expected a text string, got {kind(value)}")
+    return value
+
+
+def decode_ids(value: Any, where: str) -> np.ndarray:
+    """A list of token ids, strictly integers (no booleans, floats or strings), within int64."""
+    if not isinstance(value, list):
+        raise InvalidInput(f"{where}: expected a list of token ids, got {kind(value)}")
+    for index, item in enumerate(value):
+        if type(item) is not int:
+            raise InvalidInput(f"{where}[{index}]: token ids must be integers, got {kind(item)}")
+        if not -INT64_MAX <= item <= INT64_MAX:
+            raise InvalidInput(f"{where}[{index}]: token id {item} is outside the vocabulary")
+    return np.array(value, dtype=np.int64)
+
+
+def decode_flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: expected true or false, got {kind(value)}")
+    return value
+
+
+def decode_timeout_ms(value: Any, where: str) -> float:
+    if type(value) not in (int, float) or not 0 < value <= 3_600_000:
+        raise InvalidInput(f"{where}: expected a timeout in milliseconds between 1 and 3600000")
+    return float(value) / 1000.0
+
+
+def parse_version(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**63:
+        raise InvalidInput(f"version {text[:32]!r} is not a positive integer")
+    return int(text)
+
+
+ATTENTION_CHOICES = {
+    "none": frozenset(),
+    "pooling": frozenset({"attention"}),
+    "attention": frozenset({"attention"}),
+    "self_attention": frozenset({"self_attention"}),
+    "rollout": frozenset({"rollout"}),
+    "all": frozenset({"attention", "self_attention", "rollout"}),
+}
+
+
+def decode_attention(value: Any, where: str) -> frozenset[str]:
+    """``"pooling"`` (default), ``"none"``, ``"self_attention"``, ``"rollout"``, ``"all"``, or a list of them."""
+    choices = value if isinstance(value, list) else [value]
+    wanted: frozenset[str] = frozenset()
+    for choice in choices:
+        if not isinstance(choice, str) or choice not in ATTENTION_CHOICES:
+            got = repr(choice[:40]) if isinstance(choice, str) else kind(choice)
+            raise InvalidInput(f"{where}: expected one or a list of {sorted(ATTENTION_CHOICES)}, got {got}")
+        wanted |= ATTENTION_CHOICES[choice]
+    return wanted

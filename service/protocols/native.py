@@ -1,0 +1,241 @@
+"""Native REST, shaped like TensorFlow Serving's: ``/v1/models/{name}[/versions/{v}|/labels/{l}]:predict``.
+
+Row format ``{"instances": [...]}`` answers ``{"predictions": [...]}``; columnar ``{"inputs": ...}`` answers
+``{"outputs": ...}``. An instance is a text, a list of token ids, or an object with ``text`` or ``input_ids``
+(and optionally ``attention_mask``). ``parameters`` (our extension) picks the attention outputs, truncation and
+a deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from service.dataplane import InferenceRequest, InferenceResult, Prediction
+from service.errors import InvalidInput, NotFound
+from service.protocols import codec, schemas
+from service.protocols.deps import AppStateDep, InferenceAuth
+from service.repository import State
+
+router = APIRouter(tags=["native (TensorFlow Serving REST)"])
+SIGNATURE = "serving_default"
+
+
+def decode_instance(value: Any, where: str) -> str | np.ndarray:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return codec.decode_ids(value, where)
+    fields = codec.expect_object(value, where)
+    unknown = set(fields) - {"text", "input_ids", "attention_mask"}
+    if unknown or ("text" in fields) == ("input_ids" in fields):
+        raise InvalidInput(f"{where}: expected an object with exactly one of 'text' or 'input_ids'")
+    if "text" in fields:
+        return codec.decode_text(fields["text"], f"{where}.text")
+    ids = codec.decode_ids(fields["input_ids"], f"{where}.input_ids")
+    if "attention_mask" in fields:
+        ids = apply_mask(ids, codec.decode_ids(fields["attention_mask"], f"{where}.attention_mask"), where)
+    return ids
+
+
+def apply_mask(ids: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
+    """Drop right padding marked by the mask; only a prefix of ones followed by zeros is accepted."""
+    length = int(mask.sum())
+    if mask.shape != ids.shape or not (np.all(mask[:length] == 1) and np.all(mask[length:] == 0)):
+        raise InvalidInput(f"{where}.attention_mask: must match input_ids and be ones then zeros (right padding)")
+    return ids[:length]
+
+
+def decode_columns(value: Any) -> list[str | np.ndarray]:
+    """Columnar ``inputs``: a list (texts or id rows) or an object of named input columns."""
+    if isinstance(value, list):
+        return [decode_instance(item, f"inputs[{i}]") for i, item in enumerate(value)]
+    columns = codec.expect_object(value, "inputs")
+    unknown = set(columns) - {"text", "input_ids", "attention_mask"}
+    if unknown or ("text" in columns) == ("input_ids" in columns):
+        raise InvalidInput("inputs: expected exactly one of the columns 'text' or 'input_ids' (and 'attention_mask')")
+    if "text" in columns:
+        texts = columns["text"] if isinstance(columns["text"], list) else [columns["text"]]
+        return [codec.decode_text(t, f"inputs.text[{i}]") for i, t in enumerate(texts)]
+    rows = columns["input_ids"]
+    if not isinstance(rows, list) or (rows and not isinstance(rows[0], list)):
+        rows = [rows]
+    items: list[str | np.ndarray] = [codec.decode_ids(r, f"inputs.input_ids[{i}]") for i, r in enumerate(rows)]
+    if "attention_mask" in columns:
+        masks = columns["attention_mask"]
+        if not isinstance(masks, list) or len(masks) != len(rows):
+            raise InvalidInput("inputs.attention_mask: expected one mask row per input_ids row")
+        items = [
+            apply_mask(ids, codec.decode_ids(m, f"inputs.attention_mask[{i}]"), f"inputs[{i}]")
+            for i, (ids, m) in enumerate(zip(items, masks, strict=True))
+            if isinstance(ids, np.ndarray)
+        ]
+    return items
+
+
+def decode_request(body: Any, name: str, version: int | None) -> tuple[InferenceRequest, bool]:
+    """The data-plane request, and whether the columnar format was used."""
+    fields = codec.expect_object(body, "body")
+    unknown = set(fields) - {"instances", "inputs", "signature_name", "parameters"}
+    if unknown:
+        raise InvalidInput(f"body: unknown field(s) {sorted(unknown)[:5]}")
+    if ("instances" in fields) == ("inputs" in fields):
+        raise InvalidInput("body: send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    signature = fields.get("signature_name")
+    if signature not in (None, "", SIGNATURE):
+        raise InvalidInput(f"signature_name: only '{SIGNATURE}' exists")
+    columnar = "inputs" in fields
+    if columnar:
+        items = decode_columns(fields["inputs"])
+    else:
+        instances = fields["instances"]
+        if not isinstance(instances, list):
+            raise InvalidInput(f"instances: expected a list, got {codec.kind(instances)}")
+        items = [decode_instance(item, f"instances[{i}]") for i, item in enumerate(instances)]
+    options = decode_parameters(fields.get("parameters"))
+    source = "inputs" if columnar else "instances"
+    return InferenceRequest(name, version, items, source=source, **options), columnar
+
+
+def decode_parameters(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    fields = codec.expect_object(value, "parameters")
+    unknown = set(fields) - {"attention", "truncate", "timeout_ms"}
+    if unknown:
+        raise InvalidInput(f"parameters: unknown field(s) {sorted(unknown)[:5]}")
+    options: dict[str, Any] = {}
+    if "attention" in fields:
+        options["outputs"] = codec.decode_attention(fields["attention"], "parameters.attention")
+    if "truncate" in fields:
+        options["truncate"] = codec.decode_flag(fields["truncate"], "parameters.truncate")
+    if "timeout_ms" in fields:
+        options["timeout_s"] = codec.decode_timeout_ms(fields["timeout_ms"], "parameters.timeout_ms")
+    return options
+
+
+def encode_prediction(prediction: Prediction, labels: tuple[str, ...]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "label": prediction.label,
+        "probabilities": dict(zip(labels, prediction.probabilities, strict=True)),
+        "truncated": prediction.truncated,
+    }
+    if prediction.attention is not None:
+        row["attention"] = np.ascontiguousarray(prediction.attention)
+    if prediction.tokens is not None:
+        row["tokens"] = prediction.tokens
+        row["offsets"] = prediction.offsets
+    if prediction.self_attention is not None:
+        row["self_attention"] = np.ascontiguousarray(prediction.self_attention)
+    if prediction.rollout is not None:
+        row["rollout"] = prediction.rollout
+    return row
+
+
+def encode_columns(result: InferenceResult) -> dict[str, Any]:
+    """Columnar answer: one tensor per output, ragged outputs zero-padded to the longest sequence."""
+    predictions = result.predictions
+    outputs: dict[str, Any] = {
+        "label": [p.label for p in predictions],
+        "probabilities": np.stack([p.probabilities for p in predictions]),
+        "truncated": [p.truncated for p in predictions],
+    }
+    for name in ("attention", "rollout", "self_attention"):
+        arrays = [getattr(p, name) for p in predictions]
+        if arrays[0] is not None:
+            outputs[name] = pad_stack(arrays)
+    return {"outputs": outputs}
+
+
+def pad_stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack per-sequence arrays whose sequence axes differ, zero-padding those axes to the longest."""
+    shape = np.max([a.shape for a in arrays], axis=0)
+    out = np.zeros((len(arrays), *shape), dtype=np.float32)
+    for i, array in enumerate(arrays):
+        index: tuple[int | slice, ...] = (i, *(slice(0, n) for n in array.shape))
+        out[index] = array
+    return out
+
+
+async def _predict(state: AppStateDep, request: Request, name: str, version: int | None) -> Response:
+    with state.telemetry.observe("native", name) as outcome:
+        body = await codec.read_json(request, state.settings.max_body_bytes)
+        inference, columnar = decode_request(body, name, version)
+        result = await state.dataplane.infer(inference)
+        outcome.version = str(result.version)
+        content = encode_columns(result) if columnar else {
+            "predictions": [encode_prediction(p, result.labels) for p in result.predictions]
+        }  # fmt: skip
+        return codec.json_response(content, headers={"X-Model-Version": str(result.version)})
+
+
+@router.post("/v1/models/{name}:predict", dependencies=[InferenceAuth], **schemas.NATIVE_PREDICT)
+async def predict(name: str, request: Request, state: AppStateDep) -> Response:
+    """Predict with the newest serving version."""
+    return await _predict(state, request, name, None)
+
+
+@router.post("/v1/models/{name}/versions/{version}:predict", dependencies=[InferenceAuth], **schemas.NATIVE_PREDICT)
+async def predict_version(name: str, version: str, request: Request, state: AppStateDep) -> Response:
+    """Predict with one version."""
+    return await _predict(state, request, name, codec.parse_version(version))
+
+
+@router.post("/v1/models/{name}/labels/{label}:predict", dependencies=[InferenceAuth], **schemas.NATIVE_PREDICT)
+async def predict_label(name: str, label: str, request: Request, state: AppStateDep) -> Response:
+    """Predict with the version a label points at (labels are set per model in the settings)."""
+    return await _predict(state, request, name, resolve_label(state, name, label))
+
+
+def resolve_label(state: AppStateDep, name: str, label: str) -> int:
+    version = state.settings.version_labels.get(name, {}).get(label)
+    if version is None:
+        raise NotFound(f"model '{name}' has no version label '{label[:64]}'")
+    return version
+
+
+def version_status(state: AppStateDep, name: str, version: int | None) -> dict[str, Any]:
+    statuses = state.repository.statuses(name)
+    if version is not None:
+        statuses = [s for s in statuses if s.version == version]
+        if not statuses:
+            raise NotFound(f"model '{name}' has no version {version}")
+    entries = []
+    for status in statuses:
+        failed = status.state == State.FAILED
+        entries.append({
+            "version": str(status.version),
+            # TF Serving reports a failed load as END with an error; the reason is in error_message.
+            "state": "END" if failed else status.state.value,
+            "status": {"error_code": "UNKNOWN" if failed else "OK", "error_message": status.error},
+        })  # fmt: skip
+    return {"model_version_status": entries}
+
+
+@router.get("/v1/models/{name}", **schemas.NATIVE_STATUS)
+async def model_status(name: str, state: AppStateDep) -> Response:
+    """Status of every known version, TF Serving style."""
+    return codec.json_response(version_status(state, name, None))
+
+
+@router.get("/v1/models/{name}/versions/{version}", **schemas.NATIVE_STATUS)
+async def model_version_status(name: str, version: str, state: AppStateDep) -> Response:
+    return codec.json_response(version_status(state, name, codec.parse_version(version)))
+
+
+@router.get("/v1/models/{name}/labels/{label}", **schemas.NATIVE_STATUS)
+async def model_label_status(name: str, label: str, state: AppStateDep) -> Response:
+    return codec.json_response(version_status(state, name, resolve_label(state, name, label)))
+
+
+@router.get("/v1/models/{name}/metadata", **schemas.NATIVE_METADATA)
+async def model_metadata(name: str, state: AppStateDep) -> Response:
+    """Signature and model facts (labels, max length, provider, metrics) of the newest serving version."""
+    return codec.json_response(schemas.tf_metadata(state.repository.get(name)))
+
+
+@router.get("/v1/models/{name}/versions/{version}/metadata", **schemas.NATIVE_METADATA)
+async def model_version_metadata(name: str, version: str, state: AppStateDep) -> Response:
+    return codec.json_response(schemas.tf_metadata(state.repository.get(name, codec.parse_version(version))))

@@ -1,0 +1,141 @@
+"""ONNX Runtime sessions: provider choice, session options, IO binding. Numpy in, numpy out.
+
+This is the model contract of the service: ``OnnxModel(path, options)``, ``predict(ids, mask, outputs)``,
+and its signature. It knows nothing of HTTP, requests or batching.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+NUMPY_TYPES: dict[str, np.dtype[np.integer]] = {
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+}
+TYPE_NAMES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float)": "float32"}
+
+
+class RuntimeLoadError(RuntimeError):
+    """The graph could not be loaded, or no requested provider is available."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Session settings; ``providers`` None means the best available."""
+
+    providers: tuple[str, ...] | None = None
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    optimization_level: str = "all"
+    io_binding: bool = True
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output; ``shape`` holds -1 for dynamic axes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _spec(node: ort.NodeArg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
+    return TensorSpec(node.name, TYPE_NAMES.get(node.type, node.type), shape)
+
+
+def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """The requested providers (all must exist), or GPU ones where usable, always ending with the CPU."""
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise RuntimeLoadError(f"execution providers not available here: {missing} (available: {list(available)})")
+        chosen = list(requested)
+    else:
+        chosen = [p for p in GPU_PROVIDERS if p in available and _usable(p)]
+    return chosen if CPU_PROVIDER in chosen else [*chosen, CPU_PROVIDER]
+
+
+def _usable(provider: str) -> bool:
+    # onnxruntime-gpu lists TensorRT even where the TensorRT libraries are absent; only pick it when they exist.
+    return provider != "TensorrtExecutionProvider" or ctypes.util.find_library("nvinfer") is not None
+
+
+def _preload_gpu_libraries(providers: Sequence[str]) -> None:
+    """Load CUDA/cuDNN from pip ``nvidia-*`` packages when present (onnxruntime-gpu >= 1.21)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None and any(p in GPU_PROVIDERS for p in providers):
+        preload()
+
+
+class OnnxModel:
+    """One ONNX Runtime session over one graph file."""
+
+    def __init__(self, path: Path, options: RuntimeOptions) -> None:
+        requested = choose_providers(options.providers, ort.get_available_providers())
+        _preload_gpu_libraries(requested)
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = OPTIMIZATION_LEVELS[options.optimization_level]
+        session_options.intra_op_num_threads = options.intra_op_threads
+        session_options.inter_op_num_threads = options.inter_op_threads
+        session_options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), session_options, providers=requested)
+        except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
+            raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
+        self.providers: list[str] = list(self.session.get_providers())
+        if requested[0] != self.providers[0]:
+            log.warning("asked for %s, ONNX Runtime fell back to %s", requested[0], self.providers[0])
+        self.inputs = [_spec(node) for node in self.session.get_inputs()]
+        self.outputs = [_spec(node) for node in self.session.get_outputs()]
+        self.id_dtype: np.dtype[np.integer] = NUMPY_TYPES.get(self.session.get_inputs()[0].type, np.dtype(np.int64))
+        self.use_binding = options.io_binding and self.providers[0] != CPU_PROVIDER
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
+
+    def predict(self, ids: np.ndarray, mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run the graph on padded ``ids`` and ``mask`` (batch, seq); return the named outputs."""
+        feed = {
+            "input_ids": ids.astype(self.id_dtype, copy=False),
+            "attention_mask": mask.astype(self.id_dtype, copy=False),
+        }
+        if self.use_binding:
+            return self._predict_bound(feed, outputs)
+        return dict(zip(outputs, self.session.run(list(outputs), feed), strict=True))
+
+    def _predict_bound(self, feed: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Copy inputs to the device once and let ORT allocate outputs there, then fetch them together."""
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, 0))
+        for name in outputs:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(outputs, binding.copy_outputs_to_cpu(), strict=True))
+
+    def warm_up(self, max_batch: int, lengths: Sequence[int]) -> None:
+        """Run each shape once with every output, so the first real request pays no first-run cost."""
+        names = [o.name for o in self.outputs]
+        for batch in sorted({1, max_batch}):
+            for length in lengths:
+                ids = np.ones((batch, length), dtype=self.id_dtype)
+                self.predict(ids, np.ones_like(ids), names)

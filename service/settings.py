@@ -1,0 +1,96 @@
+"""Every setting of the service, read once from the environment (prefix ``ATTENTION_SERVE_``) or passed in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VersionPolicy = Literal["latest", "all", "specific"]
+Variant = Literal["fp32", "optimized", "int8", "fp16"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one server process. Each field is also ``ATTENTION_SERVE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ATTENTION_SERVE_", frozen=True, extra="forbid")
+
+    # Where and what to serve
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    model_repository: Path = Field(Path("models"), description="Root folder holding <name>/<version>/ model folders.")
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="Models to serve (default: every model in the repository)."
+    )
+    version_policy: VersionPolicy = Field("latest", description="Serve the latest version(s), all, or specific ones.")
+    latest_versions: int = Field(1, ge=1, description="How many of the newest versions the 'latest' policy serves.")
+    specific_versions: Annotated[list[int], NoDecode] = Field(
+        [], description="Versions served under the 'specific' policy."
+    )
+    poll_interval_s: float = Field(2.0, ge=0, description="Seconds between repository scans; 0 turns hot reload off.")
+    version_labels: dict[str, dict[str, int]] = Field(
+        {}, description='Version labels per model for /labels/ routes, e.g. {"sentiment": {"stable": 1}}.'
+    )
+    variant: Variant = Field("fp32", description="Graph variant to load where a version has it (else fp32).")
+
+    # ONNX Runtime
+    providers: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="Execution providers in order (default: best available)."
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores).")
+    inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
+    optimization_level: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime graph optimization level."
+    )
+    io_binding: bool = Field(True, description="Use IO binding on GPU providers.")
+
+    # Batching
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most sequences in one ONNX Runtime call.")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, description="Longest wait for a batch to fill, from the oldest queued item (0: run at once)."
+    )
+    max_queue_size: int = Field(1024, ge=1, description="Most sequences waiting per model version; past it, 503.")
+    batches_in_flight: int = Field(2, ge=1, le=64, description="Batches of one version running at once.")
+    length_buckets: Annotated[list[int], NoDecode] = Field(
+        [], description="Sequence-length bucket bounds for grouping, e.g. [16, 32, 64] (empty: no grouping)."
+    )
+
+    # Request limits
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 past it).")
+    max_instances: int = Field(256, ge=1, description="Most sequences in one request.")
+    max_text_chars: int = Field(20_000, ge=1, description="Longest text, in characters.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a request, queueing included.")
+    max_concurrency: int = Field(2048, ge=1, description="Most connections and requests at once (503 past it).")
+    graceful_shutdown_s: float = Field(20.0, ge=0, description="Time in-flight requests get to finish on SIGTERM.")
+
+    # Security and surface
+    api_key: SecretStr | None = Field(None, description="When set, inference needs 'Authorization: Bearer <key>'.")
+    admin_token: SecretStr | None = Field(None, description="When set, enables repository load/unload endpoints.")
+    docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    ui_enabled: bool = Field(True, description="Serve the attention viewer page at /ui.")
+
+    # Logs
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_requests: bool = Field(False, description="Log one structured line per request (costs throughput).")
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("length_buckets", "specific_versions", mode="before")
+    @classmethod
+    def _split_numbers(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads to use: the setting, or the cores this process may run on."""
+        return self.intra_op_threads or len(os.sched_getaffinity(0))
