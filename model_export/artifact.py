@@ -54,6 +54,7 @@ def write_version(repository: Path, name: str, files: dict[str, bytes], metadata
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
+        staging.chmod(0o755)  # mkdtemp makes it private; a server running as another user must read it
     except OSError as exc:
         raise ArtifactError(f"cannot write to {model_dir}: {exc.strerror}") from exc
     try:

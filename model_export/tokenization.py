@@ -28,8 +28,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
-        raise RuntimeError("the tokenizer did not give [PAD] id 0")
+    # The trainer numbers tokens in hash-map order, which changes from run to run: renumber canonically
+    # (special tokens first, then the rest sorted) so the same vocabulary always gets the same ids.
+    learned = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *learned])}
+    tokenizer.model = models.WordPiece(vocab=vocab, unk_token=UNK_TOKEN, max_input_chars_per_word=64)
     return tokenizer
 
 

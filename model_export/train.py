@@ -112,6 +112,7 @@ def train(splits: Splits, model_config: ModelConfig, train_config: TrainConfig, 
     """Train tokenizer and model on the train split, stop early on validation, score on the test split."""
     started = time.monotonic()
     keras.utils.set_random_seed(train_config.seed)
+    tf.config.experimental.enable_op_determinism()  # same seed, same data: the same model
     tokenizer = train_tokenizer(splits.train[0], model_config.vocab_size)
     config = ModelConfig(**{**model_config.to_dict(), "vocab_size": tokenizer.get_vocab_size()})
     ids = {
@@ -138,6 +139,7 @@ def train(splits: Splits, model_config: ModelConfig, train_config: TrainConfig, 
         epochs=train_config.epochs,
         class_weight=_class_weights(splits.train[1], len(splits.label_names)) if train_config.class_weighting else None,
         callbacks=[stopper],
+        shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=verbose,
     )
     metrics = score(splits.test[1], fitter.predict(test_data, verbose=0).argmax(-1))

@@ -30,11 +30,11 @@ def optimize(onnx_bytes: bytes) -> bytes:
 
 
 def quantize_int8(onnx_bytes: bytes) -> bytes:
-    """Dynamic INT8 quantization of the MatMul weights (activations quantized at run time)."""
+    """Dynamic INT8 quantization of the MatMul and embedding weights (activations quantized at run time)."""
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         source.write_bytes(onnx_bytes)
-        quantize_dynamic(source, target, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+        quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"], weight_type=QuantType.QInt8)
         return target.read_bytes()
 
 

@@ -43,6 +43,12 @@ class Metrics:
             "attention_serve_failed_batches", "Batches whose inference raised", ["model", "version"],
             registry=self.registry,
         )  # fmt: skip
+        self.in_progress = Gauge(
+            "attention_serve_requests_in_progress",
+            "Inference requests being served",
+            ["protocol"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "attention_serve_queue_depth", "Sequences waiting", ["model", "version"], registry=self.registry
         )

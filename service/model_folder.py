@@ -37,6 +37,7 @@ class ModelSpec:
     pad_id: int
     vocab_size: int
     model_file: str
+    tokenizer_file: str
     variant: str
     document: dict[str, Any]
 
@@ -74,32 +75,39 @@ def read_spec(folder: Path, name: str, version: int, variant: str) -> ModelSpec:
         max_length, pad_id = int(document["max_sequence_length"]), int(document.get("pad_token_id", 0))
         vocab_size = int(document["vocab_size"])
         model_file = str(document["files"]["model"])
-        hashes = dict(document["sha256"])
+        if not isinstance(document["sha256"], dict):
+            raise TypeError("sha256 must be an object")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFolderError(f"model.json lacks a valid field: {exc}") from exc
-    if document.get("name", name) != name or int(document.get("version", version)) != version:
-        raise ModelFolderError("model.json names another model or version than its folder")
     if len(labels) < 2 or max_length < 1 or vocab_size < 1:
         raise ModelFolderError("model.json needs two or more labels, a positive max length and vocabulary size")
     chosen = "fp32"
     variant_entry = document.get("variants", {}).get(variant) if variant != "fp32" else None
     if isinstance(variant_entry, dict) and "file" in variant_entry:
         model_file, chosen = str(variant_entry["file"]), variant
-    if model_file not in hashes or "/" in model_file or "\\" in model_file:
-        raise ModelFolderError(f"model.json gives no SHA-256 for {model_file!r}")
-    return ModelSpec(name, version, labels, max_length, pad_id, vocab_size, model_file, chosen, document)
+    tokenizer_file = str(document["files"].get("tokenizer", "tokenizer.json"))
+    return ModelSpec(
+        name, version, labels, max_length, pad_id, vocab_size, model_file, tokenizer_file, chosen, document
+    )
 
 
-def _check_hash(folder: Path, spec: ModelSpec) -> None:
-    digest = hashlib.sha256()
-    try:
-        with (folder / spec.model_file).open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise ModelFolderError(f"{spec.model_file} is unreadable: {type(exc).__name__}") from exc
-    if digest.hexdigest() != spec.document["sha256"][spec.model_file]:
-        raise ModelFolderError(f"{spec.model_file} does not match the SHA-256 in model.json")
+def check_hashes(folder: Path, spec: ModelSpec, files: tuple[str, ...]) -> None:
+    """Each file must exist and match its SHA-256 in model.json."""
+    hashes = spec.document["sha256"]
+    for filename in files:
+        if filename not in hashes or "/" in filename or "\\" in filename:
+            raise ModelFolderError(f"model.json gives no SHA-256 for {filename!r}")
+        digest = hashlib.sha256()
+        try:
+            with (folder / filename).open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except FileNotFoundError as exc:
+            raise ModelFolderError(f"{filename} is missing") from exc
+        except OSError as exc:
+            raise ModelFolderError(f"{filename} is unreadable: {type(exc).__name__}") from exc
+        if digest.hexdigest() != hashes[filename]:
+            raise ModelFolderError(f"{filename} does not match the SHA-256 in model.json")
 
 
 def _check_signature(model: OnnxModel, spec: ModelSpec) -> None:
@@ -122,15 +130,14 @@ def load_folder(
 ) -> LoadedFolder:
     """Read, verify, open and warm one version; raise ``ModelFolderError`` with a safe reason."""
     spec = read_spec(folder, name, version, variant)
-    _check_hash(folder, spec)
+    check_hashes(folder, spec, (spec.model_file, spec.tokenizer_file))
     try:
         model = OnnxModel(folder / spec.model_file, options)
     except RuntimeLoadError as exc:
         raise ModelFolderError(str(exc)) from exc
     _check_signature(model, spec)
-    tokenizer_file = str(spec.document.get("files", {}).get("tokenizer", "tokenizer.json"))
     try:
-        tokenizer = TextTokenizer(folder / tokenizer_file, model.id_dtype)
+        tokenizer = TextTokenizer(folder / spec.tokenizer_file, model.id_dtype)
     except Exception as exc:  # tokenizers raises its own exception type for a bad file
         raise ModelFolderError(f"the tokenizer could not be loaded: {type(exc).__name__}") from exc
     if tokenizer.vocab_size > spec.vocab_size:

@@ -93,6 +93,7 @@ class ModelRepository:
         self._poller: asyncio.Task[None] | None = None
         self.started = False
         self.stopping = False
+        self.scan_count = 0
 
     # ----- reading -----------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -171,6 +172,7 @@ class ModelRepository:
                 if name in self._unloaded:
                     continue
                 await self._reconcile(name, on_disk.get(name, {}))
+            self.scan_count += 1
 
     async def load_model(self, name: str) -> None:
         """Serve a model of the repository root (admin); raises NotFound if it has no version folder."""
@@ -213,14 +215,16 @@ class ModelRepository:
         return found
 
     async def _reconcile(self, name: str, on_disk: dict[int, Path]) -> None:
-        statuses = self._status.setdefault(name, {})
-        for version in list(statuses):
-            if version not in on_disk and version not in self._serving.get(name, {}):
-                del statuses[version]
+        self._status.setdefault(name, {})
         wanted = await self._choose(name, on_disk)
         for version in list(self._serving.get(name, {})):
             if version not in wanted:
                 await self._unload(name, version)
+        statuses = self._status[name]
+        for version in [v for v in statuses if v not in on_disk and v not in self._serving.get(name, {})]:
+            del statuses[version]  # the folder is gone: forget the version
+        if not statuses and name not in self._serving:
+            del self._status[name]
 
     async def _choose(self, name: str, on_disk: dict[int, Path]) -> set[int]:
         """Load what the policy wants (newest first) and return the versions that should serve."""

@@ -39,12 +39,15 @@ class Telemetry:
     def observe(self, protocol: str, model: str) -> Iterator[Outcome]:
         """Count the request by outcome and time it; re-raise whatever the route raised."""
         outcome, started, error = Outcome(), time.perf_counter(), None
+        in_progress = self.metrics.in_progress.labels(protocol)
+        in_progress.inc()
         try:
             yield outcome
         except BaseException as exc:
             error = exc
             raise
         finally:
+            in_progress.dec()
             elapsed = time.perf_counter() - started
             label = classify(error)
             self.metrics.requests.labels(model, outcome.version, protocol, label).inc()

@@ -28,7 +28,12 @@ def decode_instance(value: Any, where: str) -> str | np.ndarray:
         return value
     if isinstance(value, list):
         return codec.decode_ids(value, where)
-    fields = codec.expect_object(value, where)
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"{where}: expected a text, a list of token ids, or an object with 'text' or 'input_ids'; "
+            f"got {codec.kind(value)}"
+        )
+    fields = value
     unknown = set(fields) - {"text", "input_ids", "attention_mask"}
     if unknown or ("text" in fields) == ("input_ids" in fields):
         raise InvalidInput(f"{where}: expected an object with exactly one of 'text' or 'input_ids'")

@@ -1,0 +1,53 @@
+"""Shared fixtures: the bundled model, throwaway repositories built from it, and settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_REPOSITORY = ROOT / "models"
+BUNDLED = BUNDLED_REPOSITORY / "sentiment" / "1"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def make_repository(tmp_path: Path) -> Callable[..., Path]:
+    """A fresh repository holding copies of the bundled model as the given versions."""
+
+    def make(versions: tuple[int, ...] = (1,), name: str = "sentiment") -> Path:
+        root = tmp_path / "repository"
+        for version in versions:
+            add_version(root, version, name)
+        return root
+
+    return make
+
+
+def add_version(root: Path, version: int, name: str = "sentiment", edit: Callable[[dict], None] | None = None) -> Path:
+    """Copy the bundled model to ``root/name/version`` (via a staging folder, as the exporter does)."""
+    staging = root / name / f".staging-{version}"
+    shutil.copytree(BUNDLED, staging)
+    if edit is not None:
+        document = json.loads((staging / "model.json").read_text())
+        edit(document)
+        (staging / "model.json").write_text(json.dumps(document))
+    target = root / name / str(version)
+    staging.rename(target)
+    return target
+
+
+def settings_for(root: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"model_repository": root, "poll_interval_s": 0, "intra_op_threads": 1}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

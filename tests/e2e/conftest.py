@@ -1,0 +1,73 @@
+"""A real server in a subprocess (uvicorn over TCP), for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    log_file: BinaryIO
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.log_file.close()
+
+
+def start_server(
+    repository: Path, log: Path, env: dict[str, str] | None = None, ready_within: float = 90
+) -> RunningServer:
+    """Start ``python -m service`` and wait (bounded) until its readiness endpoint answers 200."""
+    port = free_port()
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    command = [sys.executable, "-m", "service", "--port", str(port), "--model-repository", str(repository)]
+    log_file = log.open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log, log_file)
+    deadline = time.monotonic() + ready_within
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise AssertionError(f"server not ready within {ready_within}s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def bundled_server(tmp_path: Path) -> Iterator[RunningServer]:
+    server = start_server(ROOT / "models", tmp_path / "server.log")
+    yield server
+    server.stop()

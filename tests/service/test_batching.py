@@ -1,0 +1,190 @@
+"""The batcher on its own, with a deterministic numpy computation standing in for the model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, BatchPolicy, BatchStats, pad
+from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """Runs a real computation on the padded batch and remembers each batch; can hold a batch until released."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.batches: list[np.ndarray] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.hold_first = hold_first
+        self.fail_next = False
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        self.batches.append(ids.copy())
+        self.started.set()
+        if self.hold_first and len(self.batches) == 1:
+            self.release.wait(timeout=10)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("kernel exploded")
+        result = {"total": (ids * mask).sum(axis=1), "length": mask.sum(axis=1)}
+        if "square" in outputs:
+            result["square"] = ids * ids
+        return result
+
+
+def deadline(seconds: float = 10.0) -> float:
+    return time.monotonic() + seconds
+
+
+async def wait_started(recorder: Recorder) -> None:
+    await asyncio.to_thread(recorder.started.wait, 10)
+
+
+def test_pad_right_pads_with_mask() -> None:
+    ids, mask = pad([np.array([5, 6, 7]), np.array([9])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [9, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+async def test_items_submitted_together_form_one_batch_and_get_their_own_rows() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8), 0, ("total", "length"))
+    rows = [np.arange(1, n + 1) for n in (3, 1, 5, 2)]
+    results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
+    assert [b.shape for b in recorder.batches] == [(4, 5)]
+    for row, result in zip(rows, results, strict=True):
+        assert result["total"] == row.sum()
+        assert result["length"] == len(row)
+    await batcher.close()
+
+
+async def test_requests_arriving_while_busy_are_merged_into_the_next_batch() -> None:
+    recorder = Recorder(hold_first=True)
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8, batches_in_flight=1), 0, ("total", "length"))
+    first = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    later = [batcher.submit([np.array([i, i])], False, deadline())[0] for i in range(2, 6)]
+    recorder.release.set()
+    await asyncio.gather(*first, *later)
+    assert [len(b) for b in recorder.batches] == [1, 4]
+    assert [f.result()["total"] for f in later] == [4, 6, 8, 10]
+    await batcher.close()
+
+
+async def test_max_batch_size_splits_batches() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=3, batches_in_flight=1), 0, ("total", "length"))
+    await asyncio.gather(*batcher.submit([np.array([i]) for i in range(7)], False, deadline()))
+    assert [len(b) for b in recorder.batches] == [3, 3, 1]
+    await batcher.close()
+
+
+async def test_queue_delay_waits_for_the_batch_to_fill() -> None:
+    recorder = Recorder()
+    policy = BatchPolicy(max_batch_size=2, max_queue_delay_s=30.0, batches_in_flight=1)
+    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    first = batcher.submit([np.array([1])], False, deadline(60))
+    for _ in range(5):
+        await asyncio.sleep(0)  # let the loop take the first item and start waiting for company
+    assert recorder.batches == []
+    second = batcher.submit([np.array([2])], False, deadline(60))
+    await asyncio.gather(*first, *second)  # the batch is full: it runs without waiting out the delay
+    assert [len(b) for b in recorder.batches] == [2]
+    await batcher.close()
+
+
+async def test_length_buckets_keep_short_sequences_apart_from_long_ones() -> None:
+    recorder = Recorder()
+    policy = BatchPolicy(max_batch_size=8, length_buckets=(16,), batches_in_flight=1)
+    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    rows = [np.ones(3, int), np.ones(100, int), np.ones(4, int), np.ones(90, int)]
+    results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
+    assert sorted(b.shape for b in recorder.batches) == [(2, 4), (2, 100)]
+    assert [r["length"] for r in results] == [3, 100, 4, 90]
+    await batcher.close()
+
+
+async def test_explain_outputs_are_computed_only_when_asked() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchPolicy(), 0, ("total", "length"), ("square",))
+    plain = await batcher.submit([np.array([3])], False, deadline())[0]
+    explained = await batcher.submit([np.array([3])], True, deadline())[0]
+    assert "square" not in plain
+    assert explained["square"].tolist() == [9]
+    await batcher.close()
+
+
+async def test_full_queue_is_refused_at_once_with_retry_after() -> None:
+    recorder = Recorder(hold_first=True)
+    policy = BatchPolicy(max_batch_size=1, max_queue_size=2, batches_in_flight=1)
+    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    running = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    queued = batcher.submit([np.array([2]), np.array([3])], False, deadline())
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit([np.array([4])], False, deadline())
+    assert refused.value.headers["Retry-After"] == "1"
+    assert batcher.depth == 2
+    recorder.release.set()
+    await asyncio.gather(*running, *queued)
+    await batcher.close()
+
+
+async def test_item_past_its_deadline_is_answered_without_running() -> None:
+    recorder = Recorder(hold_first=True)
+    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), 0, ("total", "length"))
+    running = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    late = batcher.submit([np.array([2])], False, deadline(0.05))[0]
+    with pytest.raises(DeadlineExceeded):
+        await late
+    recorder.release.set()
+    await asyncio.gather(*running)
+    await batcher.close()
+    assert [b.tolist() for b in recorder.batches] == [[[1]]]
+
+
+async def test_failed_batch_fails_each_of_its_items_and_the_next_batch_works() -> None:
+    recorder = Recorder()
+    seen: list[BatchStats] = []
+    batcher = Batcher(recorder, BatchPolicy(), 0, ("total", "length"), observe=seen.append)
+    recorder.fail_next = True
+    failed = batcher.submit([np.array([1]), np.array([2])], False, deadline())
+    for future in failed:
+        with pytest.raises(InferenceFailed) as error:
+            await future
+        assert "exploded" not in error.value.message
+    assert (await batcher.submit([np.array([5])], False, deadline())[0])["total"] == 5
+    assert [s.failed for s in seen] == [True, False]
+    await batcher.close()
+
+
+async def test_cancelled_items_are_skipped() -> None:
+    recorder = Recorder(hold_first=True)
+    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), 0, ("total", "length"))
+    running = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    gone, kept = batcher.submit([np.array([2]), np.array([3])], False, deadline())
+    gone.cancel()
+    recorder.release.set()
+    await asyncio.gather(*running, kept)
+    assert [b.tolist() for b in recorder.batches] == [[[1]], [[3]]]
+    await batcher.close()
+
+
+async def test_close_finishes_queued_work_then_refuses_new_items() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=1, batches_in_flight=1), 0, ("total", "length"))
+    queued = batcher.submit([np.array([i]) for i in range(3)], False, deadline())
+    await batcher.close()
+    assert [f.result()["total"] for f in queued] == [0, 1, 2]
+    with pytest.raises(Unavailable):
+        batcher.submit([np.array([1])], False, deadline())

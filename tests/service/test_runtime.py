@@ -1,0 +1,69 @@
+"""The ONNX Runtime contract, on the bundled model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.runtime import CPU_PROVIDER, OnnxModel, RuntimeLoadError, RuntimeOptions, choose_providers
+from tests.conftest import BUNDLED
+
+OUTPUTS = ("probabilities", "attention", "self_attention")
+
+
+@pytest.fixture(scope="module")
+def model() -> OnnxModel:
+    return OnnxModel(BUNDLED / "model.onnx", RuntimeOptions(intra_op_threads=1))
+
+
+def test_default_providers_prefer_the_gpu_and_end_with_the_cpu() -> None:
+    assert choose_providers(None, [CPU_PROVIDER]) == [CPU_PROVIDER]
+    available = ["CUDAExecutionProvider", CPU_PROVIDER]
+    assert choose_providers(None, available) == ["CUDAExecutionProvider", CPU_PROVIDER]
+
+
+def test_requested_providers_must_exist() -> None:
+    with pytest.raises(RuntimeLoadError, match="not available"):
+        choose_providers(["CUDAExecutionProvider"], [CPU_PROVIDER])
+    assert choose_providers([CPU_PROVIDER], [CPU_PROVIDER]) == [CPU_PROVIDER]
+
+
+def test_session_reports_the_provider_in_use(model: OnnxModel) -> None:
+    assert model.providers[0] == CPU_PROVIDER
+    assert model.device == "cpu"
+    assert [t.name for t in model.inputs] == ["input_ids", "attention_mask"]
+
+
+def test_predict_returns_masked_distributions(model: OnnxModel) -> None:
+    ids = np.array([[5, 6, 7, 8], [9, 10, 0, 0]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+    out = model.predict(ids, mask, OUTPUTS)
+    assert out["probabilities"].shape[0] == 2
+    np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out["attention"].sum(-1), 1.0, atol=1e-5)
+    assert np.all(out["attention"][1, 2:] == 0)
+    assert out["self_attention"].shape[:1] + out["self_attention"].shape[3:] == (2, 4, 4)
+    assert np.all(out["self_attention"][1, :, :, :, 2:] == 0)
+
+
+def test_io_binding_gives_the_same_answer(model: OnnxModel) -> None:
+    ids = np.array([[5, 6, 7]])
+    mask = np.ones_like(ids)
+    plain = model.predict(ids, mask, OUTPUTS)
+    model.use_binding = True
+    try:
+        bound = model.predict(ids, mask, OUTPUTS)
+    finally:
+        model.use_binding = False
+    for name in OUTPUTS:
+        np.testing.assert_allclose(bound[name], plain[name], atol=1e-6)
+
+
+def test_unreadable_graph_raises_a_load_error(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not a graph")
+    with pytest.raises(RuntimeLoadError) as error:
+        OnnxModel(broken, RuntimeOptions())
+    assert str(tmp_path) not in str(error.value)
