@@ -219,6 +219,21 @@ def version_status(state: AppStateDep, name: str, version: int | None) -> dict[s
     return {"model_version_status": entries}
 
 
+@router.get("/v1/models", response_model=None, responses={200: {"content": {"application/json": {}}}})
+async def list_models(state: AppStateDep) -> Response:
+    """Every model the server knows, with its versions' states and the labels of the newest serving one."""
+    models = []
+    for name in state.repository.names():
+        serving = state.repository.serving(name)
+        models.append({
+            "name": name,
+            "versions": [{"version": str(s.version), "state": s.state.value} for s in state.repository.statuses(name)],
+            "serving": [str(s.version) for s in serving],
+            "labels": list(serving[0].folder.spec.labels) if serving else [],
+        })  # fmt: skip
+    return codec.json_response({"models": models})
+
+
 @router.get("/v1/models/{name}", **schemas.NATIVE_STATUS)
 async def model_status(name: str, state: AppStateDep) -> Response:
     """Status of every known version, TF Serving style."""
