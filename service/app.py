@@ -17,7 +17,7 @@ from service.batching import BatchPolicy
 from service.dataplane import DataPlane, Limits
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.protocols import codec, health, native
+from service.protocols import codec, health, native, repository_api, v2
 from service.protocols.deps import AppState
 from service.repository import ModelRepository, RepositoryConfig
 from service.runtime import RuntimeOptions
@@ -139,5 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native.router)
+    app.include_router(v2.router)
+    if settings.admin_token is not None:  # control endpoints exist only with a token configured
+        app.include_router(repository_api.router)
     app.add_middleware(RequestIdMiddleware)
     return app

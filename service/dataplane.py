@@ -97,6 +97,9 @@ def describe(served: ServedVersion) -> ModelDescription:
         Tensor("label", "string", (-1,)),
         Tensor("probabilities", "float32", (-1, len(spec.labels))),
         Tensor(ATTENTION, "float32", (-1, -1)),
+        Tensor("lengths", "int32", (-1,)),
+        Tensor("tokens", "string", (-1, -1)),
+        Tensor("offsets", "int32", (-1, -1, 2)),
     ]
     if SELF_ATTENTION in graph:
         outputs += [

@@ -137,3 +137,11 @@ def decode_attention(value: Any, where: str) -> frozenset[str]:
             raise InvalidInput(f"{where}: expected one or a list of {sorted(ATTENTION_CHOICES)}, got {got}")
         wanted |= ATTENTION_CHOICES[choice]
     return wanted
+
+
+def apply_mask(ids: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
+    """Drop right padding marked by an attention mask; only ones followed by zeros is accepted."""
+    length = int(mask.sum())
+    if mask.shape != ids.shape or not (np.all(mask[:length] == 1) and np.all(mask[length:] == 0)):
+        raise InvalidInput(f"{where}.attention_mask: must match input_ids and be ones then zeros (right padding)")
+    return ids[:length]

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.dataplane import InferenceRequest, InferenceResult, Prediction
 from service.errors import InvalidInput, NotFound
-from service.protocols import codec, schemas
+from service.protocols import codec, schemas, tensors
 from service.protocols.deps import AppStateDep, InferenceAuth
 from service.repository import State
 
@@ -41,16 +41,8 @@ def decode_instance(value: Any, where: str) -> str | np.ndarray:
         return codec.decode_text(fields["text"], f"{where}.text")
     ids = codec.decode_ids(fields["input_ids"], f"{where}.input_ids")
     if "attention_mask" in fields:
-        ids = apply_mask(ids, codec.decode_ids(fields["attention_mask"], f"{where}.attention_mask"), where)
+        ids = codec.apply_mask(ids, codec.decode_ids(fields["attention_mask"], f"{where}.attention_mask"), where)
     return ids
-
-
-def apply_mask(ids: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
-    """Drop right padding marked by the mask; only a prefix of ones followed by zeros is accepted."""
-    length = int(mask.sum())
-    if mask.shape != ids.shape or not (np.all(mask[:length] == 1) and np.all(mask[length:] == 0)):
-        raise InvalidInput(f"{where}.attention_mask: must match input_ids and be ones then zeros (right padding)")
-    return ids[:length]
 
 
 def decode_columns(value: Any) -> list[str | np.ndarray]:
@@ -73,7 +65,7 @@ def decode_columns(value: Any) -> list[str | np.ndarray]:
         if not isinstance(masks, list) or len(masks) != len(rows):
             raise InvalidInput("inputs.attention_mask: expected one mask row per input_ids row")
         items = [
-            apply_mask(ids, codec.decode_ids(m, f"inputs.attention_mask[{i}]"), f"inputs[{i}]")
+            codec.apply_mask(ids, codec.decode_ids(m, f"inputs.attention_mask[{i}]"), f"inputs[{i}]")
             for i, (ids, m) in enumerate(zip(items, masks, strict=True))
             if isinstance(ids, np.ndarray)
         ]
@@ -150,18 +142,8 @@ def encode_columns(result: InferenceResult) -> dict[str, Any]:
     for name in ("attention", "rollout", "self_attention"):
         arrays = [getattr(p, name) for p in predictions]
         if arrays[0] is not None:
-            outputs[name] = pad_stack(arrays)
+            outputs[name] = tensors.pad_stack(arrays)
     return {"outputs": outputs}
-
-
-def pad_stack(arrays: list[np.ndarray]) -> np.ndarray:
-    """Stack per-sequence arrays whose sequence axes differ, zero-padding those axes to the longest."""
-    shape = np.max([a.shape for a in arrays], axis=0)
-    out = np.zeros((len(arrays), *shape), dtype=np.float32)
-    for i, array in enumerate(arrays):
-        index: tuple[int | slice, ...] = (i, *(slice(0, n) for n in array.shape))
-        out[index] = array
-    return out
 
 
 async def _predict(state: AppStateDep, request: Request, name: str, version: int | None) -> Response:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.dataplane import ModelDescription, describe
+from service.dataplane import describe
 from service.repository import ServedVersion
 
 AttentionName = Literal["none", "pooling", "attention", "self_attention", "rollout", "all"]
@@ -110,6 +110,57 @@ NATIVE_METADATA: dict[str, Any] = {
     "responses": {200: {"content": {"application/json": {}}}, **error_responses(400, 404, 503)},
 }
 
+
+class V2Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2Tensor]
+
+
+V2_INFER: dict[str, Any] = {
+    "response_model": None,
+    "openapi_extra": json_body(V2InferRequest),
+    "responses": {
+        200: {"model": V2InferResponse, "content": {"application/octet-stream": {}}},
+        **error_responses(*INFERENCE_ERRORS),
+    },
+}
+V2_METADATA: dict[str, Any] = {
+    "response_model": None,
+    "responses": {200: {"content": {"application/json": {}}}, **error_responses(400, 404, 503)},
+}
+V2_READY: dict[str, Any] = {
+    "response_model": None,
+    "responses": {200: {"content": {"application/json": {}}}, **error_responses(400, 404)},
+}
+
+REPOSITORY: dict[str, Any] = {
+    "response_model": None,
+    "responses": {200: {"content": {"application/json": {}}}, **error_responses(400, 401, 404, 415, 503)},
+}
+
 TF_DTYPES = {"string": "DT_STRING", "int32": "DT_INT32", "int64": "DT_INT64", "float32": "DT_FLOAT"}
 
 
@@ -137,7 +188,3 @@ def tf_metadata(served: ServedVersion) -> dict[str, Any]:
         "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
         "attention_serve": description.facts,
     }
-
-
-def model_description(served: ServedVersion) -> ModelDescription:
-    return describe(served)
