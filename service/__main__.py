@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        limit_concurrency=settings.max_concurrency,
+        limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
         server_header=False,
     )

@@ -13,12 +13,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.admission import AdmissionMiddleware
 from service.batching import BatchPolicy
 from service.dataplane import DataPlane, Limits
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.protocols import codec, health, native, repository_api, v2
 from service.protocols.deps import AppState
+from service.protocols.ui import install_ui
 from service.repository import ModelRepository, RepositoryConfig
 from service.runtime import RuntimeOptions
 from service.settings import Settings
@@ -142,5 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     if settings.admin_token is not None:  # control endpoints exist only with a token configured
         app.include_router(repository_api.router)
+    if settings.ui_enabled:
+        install_ui(app)
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_concurrency)
     app.add_middleware(RequestIdMiddleware)
     return app

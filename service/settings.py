@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 VersionPolicy = Literal["latest", "all", "specific"]
@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     max_instances: int = Field(256, ge=1, description="Most sequences in one request.")
     max_text_chars: int = Field(20_000, ge=1, description="Longest text, in characters.")
     request_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a request, queueing included.")
-    max_concurrency: int = Field(2048, ge=1, description="Most connections and requests at once (503 past it).")
+    max_concurrency: int = Field(
+        1024, ge=1, description="Most requests in progress at once; past it, 503 with Retry-After (health exempt)."
+    )
+    max_connections: int = Field(4096, ge=1, description="Most open connections (uvicorn's hard limit).")
     graceful_shutdown_s: float = Field(20.0, ge=0, description="Time in-flight requests get to finish on SIGTERM.")
 
     # Security and surface
@@ -89,6 +92,12 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip().startswith("["):
             return [int(part) for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_instances > self.max_queue_size:
+            raise ValueError("max_instances cannot exceed max_queue_size: such a request could never be queued")
+        return self
 
     @property
     def threads(self) -> int:

@@ -36,8 +36,10 @@ def native(server: RunningServer) -> list[dict]:
 
 
 def test_health_metadata_and_readiness(client: triton.InferenceServerClient) -> None:
-    assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("sentiment") and client.is_model_ready("sentiment", "1")
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("sentiment")
+    assert client.is_model_ready("sentiment", "1")
     assert not client.is_model_ready("sentiment", "9")
     assert client.get_server_metadata()["name"] == "attention-serve"
     metadata = client.get_model_metadata("sentiment")

@@ -109,7 +109,9 @@ def test_status_and_metadata_look_like_tf_serving(client: TestClient) -> None:
     assert metadata["model_spec"] == {"name": "sentiment", "signature_name": "", "version": "1"}
     signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert {"text", "input_ids", "attention_mask"} == set(signature["inputs"])
-    assert {"label", "probabilities", "attention", "self_attention", "rollout"} == set(signature["outputs"])
+    assert set(signature["outputs"]) == {
+        "label", "probabilities", "attention", "lengths", "tokens", "offsets", "self_attention", "rollout"
+    }
     assert metadata["attention_serve"]["providers"] == ["CPUExecutionProvider"]
     assert metadata["attention_serve"]["metrics"]["macro_f1"] > 0.7
 

@@ -41,7 +41,8 @@ def text_input(texts: list[str], shape: list[int] | None = None) -> dict:
 def test_text_infer_matches_the_native_api(client: TestClient) -> None:
     response = infer(client, {"id": "req-7", "inputs": [text_input(TEXTS)]})
     assert response["id"] == "req-7"
-    assert response["model_name"] == "sentiment" and response["model_version"] == "1"
+    assert response["model_name"] == "sentiment"
+    assert response["model_version"] == "1"
     out = outputs_of(response)
     assert set(out) == {"label", "probabilities", "attention", "lengths"}
     native = client.post("/v1/models/sentiment:predict", json={"instances": TEXTS}).json()["predictions"]
@@ -66,7 +67,8 @@ def test_ids_with_mask_nested_data_and_an_outputs_filter(client: TestClient) -> 
     out = outputs_of(infer(client, body))
     assert set(out) == {"self_attention", "rollout", "lengths"}
     assert out["lengths"]["data"] == [4, 2]
-    assert out["self_attention"]["shape"][0] == 2 and out["self_attention"]["shape"][3:] == [4, 4]
+    assert out["self_attention"]["shape"][0] == 2
+    assert out["self_attention"]["shape"][3:] == [4, 4]
     rollout = np.array(out["rollout"]["data"]).reshape(2, 4)
     np.testing.assert_allclose(rollout.sum(-1), 1, atol=1e-5)
     assert np.all(rollout[1, 2:] == 0)
@@ -86,9 +88,12 @@ def test_text_shape_batch_by_one_and_token_outputs(client: TestClient) -> None:
 def test_classification_extension(client: TestClient) -> None:
     body = {"inputs": [text_input(TEXTS)], "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]}
     out = outputs_of(infer(client, body))["probabilities"]
-    assert out["datatype"] == "BYTES" and out["shape"] == [2, 2]
+    assert out["datatype"] == "BYTES"
+    assert out["shape"] == [2, 2]
     score, index, label = out["data"][0].split(":")
-    assert label in ("negative", "neutral", "positive") and 0 < float(score) <= 1 and index.isdigit()
+    assert label in ("negative", "neutral", "positive")
+    assert 0 < float(score) <= 1
+    assert index.isdigit()
 
 
 def binary_request(header: dict, *chunks: bytes) -> tuple[bytes, dict[str, str]]:
@@ -130,11 +135,15 @@ def test_binary_inputs_and_outputs(client: TestClient) -> None:
 
 def test_binary_ids(client: TestClient) -> None:
     ids = np.array([[5, 6, 7]], dtype="<i4")
-    header = {"inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}]}
+    header = {
+        "inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}]
+    }
     body, headers = binary_request(header, ids.tobytes())
     response = client.post(INFER, content=body, headers={**headers, "Content-Type": "application/octet-stream"})
     assert response.status_code == 200, response.text
-    expected = infer(client, {"inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [1, 3], "data": [5, 6, 7]}]})
+    expected = infer(
+        client, {"inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [1, 3], "data": [5, 6, 7]}]}
+    )
     assert response.json() == expected
 
 
@@ -148,7 +157,10 @@ def test_binary_ids(client: TestClient) -> None:
         ({"inputs": [text_input(["a"]), text_input(["b"])]}, "given twice"),
         ({"inputs": [{"name": "weights", "datatype": "FP32", "shape": [1], "data": [1]}]}, "inputs[0].name"),
         ({"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 2], "data": [1, True]}]}, "a boolean"),
-        ({"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 1], "data": [-1]}]}, "outside the vocabulary"),
+        (
+            {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 1], "data": [-1]}]},
+            "outside the vocabulary",
+        ),
         ({"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [2], "data": [1, 2]}]}, "[batch, sequence]"),
         ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [["a"]]}]}, "nested deeper"),
         ({"inputs": [text_input(TEXTS)], "parameters": {"sequence_id": 3}}, "unsupported parameter"),
@@ -172,7 +184,8 @@ def test_binary_size_mismatch_is_refused(client: TestClient) -> None:
 
 def test_metadata_and_readiness(client: TestClient) -> None:
     metadata = client.get("/v2/models/sentiment").json()
-    assert metadata["name"] == "sentiment" and metadata["versions"] == ["1"]
+    assert metadata["name"] == "sentiment"
+    assert metadata["versions"] == ["1"]
     assert metadata["platform"] == "onnxruntime_onnx"
     inputs = {t["name"]: t for t in metadata["inputs"]}
     assert inputs["text"] == {"name": "text", "datatype": "BYTES", "shape": [-1]}
@@ -185,5 +198,6 @@ def test_metadata_and_readiness(client: TestClient) -> None:
     assert client.get("/v2/models/sentiment/versions/2/ready").status_code == 400
     assert client.get("/v2/models/unknown/ready").status_code == 404
     server = client.get("/v2").json()
-    assert server["name"] == "attention-serve" and "binary_tensor_data" in server["extensions"]
+    assert server["name"] == "attention-serve"
+    assert "binary_tensor_data" in server["extensions"]
     assert "model_repository" not in server["extensions"]
