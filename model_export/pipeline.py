@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from model_export import artifact, variants
 from model_export.config import ModelConfig, TrainConfig
 from model_export.data import Dataset, Splits, split_dataset
 from model_export.export import OPSET, export_onnx, graph_io, verify_parity
 from model_export.tokenization import PAD_ID, encode_batch
-from model_export.train import TrainedModel, score, train
+from model_export.train import TrainedModel, train
 
 log = logging.getLogger(__name__)
 EXPORTER_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "tokenizers")
@@ -52,44 +53,30 @@ def run(dataset: Dataset, request: ExportRequest, verbose: int = 1) -> Path:
     test_batches = _batches(trained, splits.test[0])
     parity = verify_parity(trained.model, onnx_bytes, _real_cases(trained, splits.test[0]), request.training.seed)
     files = {artifact.MODEL_FILE: onnx_bytes, artifact.TOKENIZER_FILE: trained.tokenizer.to_str().encode("utf-8")}
-    fp32 = variants.predict_probabilities(onnx_bytes, test_batches)
-    variant_info = {}
-    for kind in request.variants:
-        data = variants.BUILDERS[kind](onnx_bytes)
-        files[variants.VARIANT_FILES[kind]] = data
-        variant_info[kind] = _score_variant(data, test_batches, fp32, splits.test[1])
-        variant_info[kind]["file"] = variants.VARIANT_FILES[kind]
+    variant_files, variant_info = variants.build_variants(onnx_bytes, request.variants, test_batches, splits.test[1])
+    files.update(variant_files)
     metadata = _metadata(dataset, splits, trained, graph_io(proto), parity.__dict__, variant_info)
+    metadata["train_config"] = request.training.to_dict()
     metadata["export_seconds"] = round(time.monotonic() - started, 1)
     folder = artifact.write_version(request.repository, request.name, files, metadata)
     log.info("wrote %s in %.0f s", folder, time.monotonic() - started)
     return folder
 
 
-def _batches(trained: TrainedModel, texts: list[str], size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
-    max_len = trained.config.max_len
-    return [encode_batch(trained.tokenizer, texts[i : i + size], max_len) for i in range(0, len(texts), size)]
+def _batches(trained: TrainedModel, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return scoring_batches(trained.tokenizer, texts, trained.config.max_len)
+
+
+def scoring_batches(
+    tokenizer: Tokenizer, texts: list[str], max_len: int, size: int = 64
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The test texts as padded batches, for scoring graphs with ONNX Runtime."""
+    return [encode_batch(tokenizer, texts[i : i + size], max_len) for i in range(0, len(texts), size)]
 
 
 def _real_cases(trained: TrainedModel, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real test texts as batches of 1, 5 and 32 (padded), for the parity check."""
     return [encode_batch(trained.tokenizer, texts[:n], trained.config.max_len) for n in (1, 5, 32)]
-
-
-def _score_variant(
-    data: bytes, batches: list[tuple[np.ndarray, np.ndarray]], fp32: np.ndarray, truth: list[int]
-) -> dict[str, Any]:
-    probabilities = variants.predict_probabilities(data, batches)
-    metrics = score(truth, probabilities.argmax(-1))
-    reference = score(truth, fp32.argmax(-1))
-    return {
-        "metrics": metrics,
-        "accuracy_delta": round(metrics["accuracy"] - reference["accuracy"], 4),
-        "macro_f1_delta": round(metrics["macro_f1"] - reference["macro_f1"], 4),
-        "max_probability_diff": round(float(np.max(np.abs(probabilities - fp32))), 6),
-        "agreement": round(float(np.mean(probabilities.argmax(-1) == fp32.argmax(-1))), 4),
-        "bytes": len(data),
-    }
 
 
 def _metadata(

@@ -13,12 +13,13 @@ import numpy as np
 import tensorflow as tf
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import f1_score
 from tokenizers import Tokenizer
 
 from model_export.config import ModelConfig, TrainConfig
 from model_export.data import Splits
 from model_export.model import AttentionClassifier, build_model
+from model_export.scoring import score
 from model_export.tokenization import PAD_ID, UNK_TOKEN, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,6 @@ def train_baseline(splits: Splits) -> dict[str, float]:
     classifier = LogisticRegression(max_iter=2000).fit(features, labels)
     predicted = classifier.predict(vectorizer.transform(splits.test[0]))
     return score(splits.test[1], predicted)
-
-
-def score(truth: list[int], predicted: np.ndarray) -> dict[str, float]:
-    return {
-        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
-        "macro_f1": round(float(f1_score(truth, predicted, average="macro")), 4),
-    }
 
 
 def train(splits: Splits, model_config: ModelConfig, train_config: TrainConfig, verbose: int = 1) -> TrainedModel:

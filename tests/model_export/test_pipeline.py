@@ -69,3 +69,17 @@ def test_exported_attention_peaks_on_the_needle(needle_model: Path) -> None:
         peaks.append(int(ids[i, int(np.argmax(rollout))]) in needle_ids)
     assert np.mean(peaks) >= 0.9
     assert np.mean(np.array(["abc"[k] for k in probabilities.argmax(-1)]) == np.array(samples.labels)) > 0.95
+
+
+def test_variants_command_derives_the_next_version(needle_model: Path) -> None:
+    from model_export.derive import add_variants
+
+    derived = add_variants(needle_model, ["optimized"])
+    assert derived.name == "2"
+    assert (needle_model / "model.json").read_text() != (derived / "model.json").read_text()
+    metadata = json.loads((derived / "model.json").read_text())
+    assert set(metadata["variants"]) == {"int8", "fp16", "optimized"}
+    assert metadata["variants"]["optimized"]["agreement"] > 0.99
+    assert metadata["derived_from"] == {"version": 1, "added_variants": ["optimized"]}
+    assert verify_folder(derived)["version"] == 2
+    assert not (needle_model / "model.optimized.onnx").exists()
