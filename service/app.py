@@ -47,6 +47,7 @@ def build_state(settings: Settings) -> AppState:
             inter_op_threads=settings.inter_op_threads,
             optimization_level=settings.optimization_level,
             io_binding=settings.io_binding,
+            cache_dir=settings.cache_dir,
         ),
         BatchPolicy(
             max_batch_size=settings.max_batch_size,

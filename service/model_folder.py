@@ -132,7 +132,7 @@ def load_folder(
     spec = read_spec(folder, name, version, variant)
     check_hashes(folder, spec, (spec.model_file, spec.tokenizer_file))
     try:
-        model = OnnxModel(folder / spec.model_file, options)
+        model = OnnxModel(folder / spec.model_file, options, (warm_batch, spec.max_length))
     except RuntimeLoadError as exc:
         raise ModelFolderError(str(exc)) from exc
     _check_signature(model, spec)

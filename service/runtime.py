@@ -45,6 +45,7 @@ class RuntimeOptions:
     inter_op_threads: int = 1
     optimization_level: str = "all"
     io_binding: bool = True
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,32 @@ def _preload_gpu_libraries(providers: Sequence[str]) -> None:
         preload()
 
 
+def provider_options(
+    providers: Sequence[str], options: RuntimeOptions, max_shape: tuple[int, int]
+) -> list[dict[str, str]]:
+    """TensorRT gets an engine cache and one optimisation profile from one token up to the largest batch."""
+    batch, length = max_shape
+    found: list[dict[str, str]] = []
+    for provider in providers:
+        settings: dict[str, str] = {}
+        if provider == "TensorrtExecutionProvider":
+            inputs = ("input_ids", "attention_mask")
+            settings = {
+                "trt_profile_min_shapes": ",".join(f"{name}:1x1" for name in inputs),
+                "trt_profile_opt_shapes": ",".join(f"{name}:{batch}x{min(64, length)}" for name in inputs),
+                "trt_profile_max_shapes": ",".join(f"{name}:{batch}x{length}" for name in inputs),
+                "trt_engine_cache_enable": "True" if options.cache_dir else "False",
+            }
+            if options.cache_dir:
+                settings["trt_engine_cache_path"] = str(options.cache_dir / "tensorrt")
+        found.append(settings)
+    return found
+
+
 class OnnxModel:
     """One ONNX Runtime session over one graph file."""
 
-    def __init__(self, path: Path, options: RuntimeOptions) -> None:
+    def __init__(self, path: Path, options: RuntimeOptions, max_shape: tuple[int, int] = (32, 128)) -> None:
         requested = choose_providers(options.providers, ort.get_available_providers())
         _preload_gpu_libraries(requested)
         session_options = ort.SessionOptions()
@@ -97,7 +120,10 @@ class OnnxModel:
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), session_options, providers=requested)
+            self.session = ort.InferenceSession(
+                str(path), session_options, providers=requested,
+                provider_options=provider_options(requested, options, max_shape),
+            )  # fmt: skip
         except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
             raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
         self.providers: list[str] = list(self.session.get_providers())

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         "all", description="ONNX Runtime graph optimization level."
     )
     io_binding: bool = Field(True, description="Use IO binding on GPU providers.")
+    cache_dir: Path | None = Field(
+        None, description="Folder for ONNX Runtime caches (TensorRT engines); none: no cache."
+    )
 
     # Batching
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most sequences in one ONNX Runtime call.")

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.runtime import CPU_PROVIDER, OnnxModel, RuntimeLoadError, RuntimeOptions, choose_providers
+from service.runtime import (
+    CPU_PROVIDER,
+    OnnxModel,
+    RuntimeLoadError,
+    RuntimeOptions,
+    choose_providers,
+    provider_options,
+)
 from tests.conftest import BUNDLED
 
 OUTPUTS = ("probabilities", "attention", "self_attention")
@@ -67,3 +74,12 @@ def test_unreadable_graph_raises_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeLoadError) as error:
         OnnxModel(broken, RuntimeOptions())
     assert str(tmp_path) not in str(error.value)
+
+
+def test_tensorrt_gets_an_engine_cache_and_a_profile_up_to_the_largest_batch(tmp_path: Path) -> None:
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU_PROVIDER]
+    trt, cuda, cpu = provider_options(providers, RuntimeOptions(cache_dir=tmp_path), (32, 128))
+    assert trt["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert trt["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
+    assert cuda == cpu == {}
