@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
@@ -36,6 +36,12 @@ class ModelConfig:
 class TrainConfig:
     """How one training run goes: splits, optimisation, early stopping, seeds."""
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """From model.json's ``train_config``, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -45,7 +51,6 @@ class TrainConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     class_weighting: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

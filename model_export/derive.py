@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def add_variants(folder: Path, kinds: Sequence[str], dataset: Dataset | None = None) -> Path:
     """Write the next version of the model: the same files plus ``kinds`` variants, scored on its test split."""
     metadata = artifact.read_metadata(folder)
-    training = TrainConfig(**{k: v for k, v in metadata.get("train_config", {}).items() if k != "extra"})
+    training = TrainConfig.from_dict(metadata.get("train_config", {}))
     dataset = dataset or load_described(metadata.get("data", {}))
     if sorted(set(dataset.labels)) != metadata["labels"]:
         raise artifact.ArtifactError(

@@ -97,5 +97,5 @@ def test_render_page_links_assets_by_digest_and_refuses_unknown_ones() -> None:
     digest = assets["app.js"].digest
     assert page == f'<script src="ui/static/app.js?v={digest}"></script><p>ui/static/app.js?v={digest}</p>'
     assert make_asset(b"console.log(2)", "text/javascript").digest != digest
-    with pytest.raises(ValueError, match="not bundled: missing.css"):
+    with pytest.raises(ValueError, match=r"not bundled: missing\.css"):
         render_page("{{asset:missing.css}}", assets)
