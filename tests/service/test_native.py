@@ -110,7 +110,14 @@ def test_status_and_metadata_look_like_tf_serving(client: TestClient) -> None:
     signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert {"text", "input_ids", "attention_mask"} == set(signature["inputs"])
     assert set(signature["outputs"]) == {
-        "label", "probabilities", "attention", "lengths", "tokens", "offsets", "self_attention", "rollout"
+        "label",
+        "probabilities",
+        "attention",
+        "lengths",
+        "tokens",
+        "offsets",
+        "self_attention",
+        "rollout",
     }
     assert metadata["attention_serve"]["providers"] == ["CPUExecutionProvider"]
     assert metadata["attention_serve"]["metrics"]["macro_f1"] > 0.7
