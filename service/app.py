@@ -48,6 +48,7 @@ def build_state(settings: Settings) -> AppState:
             optimization_level=settings.optimization_level,
             io_binding=settings.io_binding,
             cache_dir=settings.cache_dir,
+            require_provider=settings.require_provider,
         ),
         BatchPolicy(
             max_batch_size=settings.max_batch_size,

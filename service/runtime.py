@@ -46,6 +46,7 @@ class RuntimeOptions:
     optimization_level: str = "all"
     io_binding: bool = True
     cache_dir: Path | None = None
+    require_provider: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
     else:
         chosen = [p for p in GPU_PROVIDERS if p in available and _usable(p)]
     return chosen if CPU_PROVIDER in chosen else [*chosen, CPU_PROVIDER]
+
+
+def check_fallback(requested: str, used: str, required: bool) -> None:
+    """ONNX Runtime falls back quietly when a provider cannot start: say so, and refuse if it was required."""
+    if requested == used:
+        return
+    if required:
+        raise RuntimeLoadError(f"{requested} was required but ONNX Runtime uses {used}")
+    log.warning("asked for %s, ONNX Runtime fell back to %s", requested, used)
 
 
 def _usable(provider: str) -> bool:
@@ -127,8 +137,7 @@ class OnnxModel:
         except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
             raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
         self.providers: list[str] = list(self.session.get_providers())
-        if requested[0] != self.providers[0]:
-            log.warning("asked for %s, ONNX Runtime fell back to %s", requested[0], self.providers[0])
+        check_fallback(requested[0], self.providers[0], options.require_provider)
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
         self.id_dtype: np.dtype[np.integer] = NUMPY_TYPES.get(self.session.get_inputs()[0].type, np.dtype(np.int64))

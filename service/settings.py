@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     providers: Annotated[list[str] | None, NoDecode] = Field(
         None, description="Execution providers in order (default: best available)."
     )
+    require_provider: bool = Field(
+        False, description="Refuse to load a version (so: not ready) unless the first requested provider is used."
+    )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores).")
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
     optimization_level: Literal["disable", "basic", "extended", "all"] = Field(

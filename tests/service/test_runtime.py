@@ -12,6 +12,7 @@ from service.runtime import (
     OnnxModel,
     RuntimeLoadError,
     RuntimeOptions,
+    check_fallback,
     choose_providers,
     provider_options,
 )
@@ -83,3 +84,11 @@ def test_tensorrt_gets_an_engine_cache_and_a_profile_up_to_the_largest_batch(tmp
     assert trt["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128"
     assert trt["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
     assert cuda == cpu == {}
+
+
+def test_a_quiet_fallback_is_refused_when_the_provider_is_required(caplog: pytest.LogCaptureFixture) -> None:
+    check_fallback(CPU_PROVIDER, CPU_PROVIDER, required=True)
+    check_fallback("CUDAExecutionProvider", CPU_PROVIDER, required=False)
+    assert "fell back to CPUExecutionProvider" in caplog.text
+    with pytest.raises(RuntimeLoadError, match="CUDAExecutionProvider was required"):
+        check_fallback("CUDAExecutionProvider", CPU_PROVIDER, required=True)
