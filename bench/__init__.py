@@ -1,0 +1,1 @@
+"""Benchmarks of attention-serve: the raw ONNX Runtime ceiling, the service over HTTP, and a naive baseline."""
