@@ -60,6 +60,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", type=names, default=["fp32"], help="graph variants to compare, e.g. fp32,int8")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads everywhere (0: the usable cores)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE",
+        help="a service setting without its ATTENTION_SERVE_ prefix, e.g. workers=2 (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--texts", type=int, default=2048, help="distinct corpus texts to cycle through")
     parser.add_argument("--max-tokens", type=int, default=64, help="longest text, in tokens")
     parser.add_argument("--seed", type=int, default=0)
@@ -126,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = (args.rounds + 1) // 2  # raw rounds are split around the HTTP runs, so drift reaches both
     measure_raw(samples, args, before, raw_runs)
     settings = {} if args.threads == len(os.sched_getaffinity(0)) else {"intra_op_threads": str(args.threads)}
+    settings.update(dict(item.split("=", 1) for item in args.setting))
     specs = []
     for variant in args.variants:
         specs.append(servers.service_spec(f"service {variant}", variant, settings))

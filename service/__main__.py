@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from service.app import create_app
 from service.logs import configure_logging
-from service.settings import Settings
+from service.metrics import MULTIPROCESS_ENV
+from service.settings import ENV_PREFIX, Settings
 
-log = logging.getLogger("service")
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server, but readiness turns false the moment a stop signal arrives."""
-
-    def __init__(self, config: uvicorn.Config, settings_state: Any) -> None:
-        super().__init__(config)
-        self._state = settings_state
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        self._state.repository.stopping = True
-        log.info("stop signal %s: not ready; finishing in-flight requests", sig)
-        super().handle_exit(sig, frame)
+FACTORY = "service.__main__:worker_app"
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
@@ -36,28 +26,43 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--model-repository", type=Path, help="root of <name>/<version>/ folders (default models)")
     parser.add_argument("--variant", choices=["fp32", "optimized", "int8", "fp16"], help="graph variant to serve")
+    parser.add_argument("--workers", type=int, help="server processes (default 1)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     return {key: value for key, value in vars(args).items() if value is not None}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    settings = Settings(**parse_args(argv))
+def worker_app() -> FastAPI:
+    """The app of one worker process (``--workers`` > 1): settings from the environment, logging as configured."""
+    settings = Settings()
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        limit_concurrency=settings.max_connections,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
-        server_header=False,
-    )
-    Server(config, app.state.core).run()
+    return create_app(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    overrides = parse_args(argv)
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "limit_concurrency": settings.max_connections,
+        "timeout_graceful_shutdown": int(settings.graceful_shutdown_s) or None,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Each worker process builds its own app from the environment: hand the command-line flags on that way,
+    # and give Prometheus a folder where the workers' metrics meet.
+    os.environ.update({f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in overrides.items()})
+    with tempfile.TemporaryDirectory(prefix="attention-serve-metrics-") as folder:
+        os.environ[MULTIPROCESS_ENV] = folder
+        uvicorn.run(FACTORY, factory=True, workers=settings.workers, **options)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +19,7 @@ from service.admission import AdmissionMiddleware
 from service.batching import BatchPolicy
 from service.dataplane import DataPlane, Limits
 from service.errors import ServiceError
+from service.lifecycle import install_stop_hook
 from service.metrics import Metrics
 from service.protocols import codec, health, native, repository_api, v2
 from service.protocols.deps import AppState
@@ -49,6 +52,7 @@ def build_state(settings: Settings) -> AppState:
             io_binding=settings.io_binding,
             cache_dir=settings.cache_dir,
             require_provider=settings.require_provider,
+            allow_spinning=settings.allow_spinning,
         ),
         BatchPolicy(
             max_batch_size=settings.max_batch_size,
@@ -70,13 +74,15 @@ class RequestIdMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # A random per-process prefix and a counter: unique, and cheaper than a uuid per request.
+        self.prefix, self.counter = os.urandom(6).hex(), itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        rid = given.decode("latin-1")[:128] if given and given.isascii() else uuid.uuid4().hex
+        rid = given.decode("latin-1")[:128] if given and given.isascii() else f"{self.prefix}-{next(self.counter):x}"
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:
@@ -117,16 +123,33 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+async def _refresh_gauges(state: AppState, period_s: float = 1.0) -> None:
+    """With several workers a scrape reaches one of them: each keeps its own gauges fresh in the shared folder."""
+    while True:
+        health.refresh_gauges(state)
+        await asyncio.sleep(period_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; models load in the lifespan (never at import) and drain on shutdown."""
     settings = settings or Settings()
     state = build_state(settings)
 
+    def stopping() -> None:
+        state.repository.stopping = True
+        log.info("stop signal: not ready; finishing the requests in flight")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.repository.start()
+        install_stop_hook(stopping)
         log.info("serving models %s from %s", state.repository.names(), settings.model_repository.name)
+        refresher = (
+            asyncio.get_running_loop().create_task(_refresh_gauges(state)) if state.metrics.multiprocess else None
+        )
         yield
+        if refresher is not None:
+            refresher.cancel()
         await state.repository.stop()
 
     docs = settings.docs_enabled

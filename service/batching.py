@@ -97,12 +97,16 @@ class Batcher:
         """Sequences queued and not yet taken into a batch."""
         return self._depth
 
-    def submit(self, rows: Sequence[np.ndarray], explain: bool, deadline: float) -> list[asyncio.Future[Row]]:
-        """Queue every row or none of them; each future resolves to that row's outputs (still padded)."""
+    def check_room(self, count: int) -> None:
+        """Raise at once (Unavailable, Overloaded) if ``count`` more sequences could not be queued now."""
         if self._closed:
             raise Unavailable("this model version is unloading; retry to reach its successor")
-        if self._depth + len(rows) > self.policy.max_queue_size:
+        if self._depth + count > self.policy.max_queue_size:
             raise Overloaded(f"the queue is full ({self.policy.max_queue_size} sequences); retry shortly")
+
+    def submit(self, rows: Sequence[np.ndarray], explain: bool, deadline: float) -> list[asyncio.Future[Row]]:
+        """Queue every row or none of them; each future resolves to that row's outputs (still padded)."""
+        self.check_room(len(rows))
         loop = asyncio.get_running_loop()
         futures = []
         for ids in rows:

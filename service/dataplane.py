@@ -137,6 +137,7 @@ class DataPlane:
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         served = self.repository.get(request.model, request.version)
+        served.batcher.check_room(len(request.items))  # refuse before paying for tokenization
         sequences = self._prepare(request, served)
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
         explain = bool(request.outputs & {SELF_ATTENTION, ROLLOUT})

@@ -44,6 +44,12 @@ class UnsupportedMediaType(ServiceError):
     status = 415
 
 
+class ClientClosed(ServiceError):
+    """The client went away before its request was read; nobody will see the answer (nginx's 499)."""
+
+    status = 499
+
+
 class Overloaded(ServiceError):
     """The queue is full: the client should retry after a moment."""
 

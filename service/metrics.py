@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from service.batching import BatchStats
 
+# Set (by ``python -m service --workers N``) before the workers start: their metrics then meet in that folder.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -14,6 +18,7 @@ class Metrics:
     """Requests by outcome, inferences, batch sizes, queue and compute time; labelled by model and version."""
 
     def __init__(self) -> None:
+        self.multiprocess = MULTIPROCESS_ENV in os.environ
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "attention_serve_requests", "Inference requests by outcome",
@@ -44,17 +49,17 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.in_progress = Gauge(
-            "attention_serve_requests_in_progress",
-            "Inference requests being served",
-            ["protocol"],
-            registry=self.registry,
-        )
+            "attention_serve_requests_in_progress", "Inference requests being served", ["protocol"],
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.queue_depth = Gauge(
-            "attention_serve_queue_depth", "Sequences waiting", ["model", "version"], registry=self.registry
-        )
+            "attention_serve_queue_depth", "Sequences waiting", ["model", "version"],
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.model_ready = Gauge(
-            "attention_serve_model_ready", "1 when the version serves", ["model", "version"], registry=self.registry
-        )
+            "attention_serve_model_ready", "1 when the version serves", ["model", "version"],
+            registry=self.registry, multiprocess_mode="livemax",
+        )  # fmt: skip
 
     def observe_batch(self, model: str, version: str, stats: BatchStats) -> None:
         self.inferences.labels(model, version).inc(stats.size)
@@ -67,4 +72,9 @@ class Metrics:
             self.failed_batches.labels(model, version).inc()
 
     def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        """The exposition text; with several workers, every worker's values added up."""
+        if not self.multiprocess:
+            return bytes(generate_latest(self.registry))
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(registry))

@@ -47,6 +47,7 @@ class RuntimeOptions:
     io_binding: bool = True
     cache_dir: Path | None = None
     require_provider: bool = False
+    allow_spinning: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class OnnxModel:
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.log_severity_level = 3
+        spin = "1" if options.allow_spinning else "0"
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         try:
             self.session = ort.InferenceSession(
                 str(path), session_options, providers=requested,

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+ENV_PREFIX = "ATTENTION_SERVE_"
 VersionPolicy = Literal["latest", "all", "specific"]
 Variant = Literal["fp32", "optimized", "int8", "fp16"]
 
@@ -16,11 +17,14 @@ Variant = Literal["fp32", "optimized", "int8", "fp16"]
 class Settings(BaseSettings):
     """Configuration of one server process. Each field is also ``ATTENTION_SERVE_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ATTENTION_SERVE_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     # Where and what to serve
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes; each loads the models and batches its own requests."
+    )
     model_repository: Path = Field(Path("models"), description="Root folder holding <name>/<version>/ model folders.")
     models: Annotated[list[str] | None, NoDecode] = Field(
         None, description="Models to serve (default: every model in the repository)."
@@ -43,8 +47,13 @@ class Settings(BaseSettings):
     require_provider: bool = Field(
         False, description="Refuse to load a version (so: not ready) unless the first requested provider is used."
     )
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores).")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores divided by the workers)."
+    )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
+    allow_spinning: bool = Field(
+        False, description="Let ONNX Runtime's idle threads spin (fastest alone, but steals cores from the server)."
+    )
     optimization_level: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="ONNX Runtime graph optimization level."
     )
@@ -58,7 +67,7 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(
         0.0, ge=0, description="Longest wait for a batch to fill, from the oldest queued item (0: run at once)."
     )
-    max_queue_size: int = Field(1024, ge=1, description="Most sequences waiting per model version; past it, 503.")
+    max_queue_size: int = Field(4096, ge=1, description="Most sequences waiting per model version; past it, 503.")
     batches_in_flight: int = Field(2, ge=1, le=64, description="Batches of one version running at once.")
     length_buckets: Annotated[list[int], NoDecode] = Field(
         [], description="Sequence-length bucket bounds for grouping, e.g. [16, 32, 64] (empty: no grouping)."
@@ -103,9 +112,11 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.max_instances > self.max_queue_size:
             raise ValueError("max_instances cannot exceed max_queue_size: such a request could never be queued")
+        if self.workers > 1 and self.admin_token is not None:
+            raise ValueError("the repository load/unload endpoints need one worker: each worker has its own models")
         return self
 
     @property
     def threads(self) -> int:
-        """Intra-op threads to use: the setting, or the cores this process may run on."""
-        return self.intra_op_threads or len(os.sched_getaffinity(0))
+        """Intra-op threads to use: the setting, or this process's share of the cores it may run on."""
+        return self.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)

@@ -27,7 +27,9 @@ def classify(exc: BaseException | None) -> str:
     if exc is None:
         return "success"
     if isinstance(exc, ServiceError):
-        return {503: "rejected", 504: "timeout"}.get(exc.status, "client_error" if exc.status < 500 else "error")
+        return {499: "cancelled", 503: "rejected", 504: "timeout"}.get(
+            exc.status, "client_error" if exc.status < 500 else "error"
+        )
     return "error"
 
 

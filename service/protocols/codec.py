@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/json",)
 ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -36,11 +37,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosed("the client closed the connection before sending its whole request") from None
     return b"".join(chunks)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from service.protocols import codec
-from service.protocols.deps import AppStateDep
+from service.protocols.deps import AppState, AppStateDep
 
 router = APIRouter(tags=["health"])
 
@@ -23,12 +23,17 @@ async def ready(state: AppStateDep) -> Response:
     return codec.json_response({"ready": is_ready}, 200 if is_ready else 400)
 
 
-@router.get("/metrics", response_model=None, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(state: AppStateDep) -> Response:
-    """Prometheus exposition of requests, batches, queue and compute time by model and version."""
-    for served_name in state.repository.names():
-        for served in state.repository.serving(served_name):
+def refresh_gauges(state: AppState) -> None:
+    """Queue depth and readiness per served version (set when read, not on every change: they move constantly)."""
+    for name in state.repository.names():
+        for served in state.repository.serving(name):
             labels = (served.name, str(served.version))
             state.metrics.queue_depth.labels(*labels).set(served.batcher.depth)
             state.metrics.model_ready.labels(*labels).set(1)
+
+
+@router.get("/metrics", response_model=None, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(state: AppStateDep) -> Response:
+    """Prometheus exposition of requests, batches, queue and compute time by model and version."""
+    refresh_gauges(state)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

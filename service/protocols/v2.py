@@ -15,7 +15,7 @@ from service import __version__
 from service.dataplane import describe
 from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.protocols import codec, schemas, tensors, v2_codec
-from service.protocols.deps import AppStateDep, InferenceAuth
+from service.protocols.deps import AppStateDep, app_state, authorize_inference
 from service.repository import ServedVersion
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
@@ -65,8 +65,10 @@ async def server_metadata(state: AppStateDep) -> Response:
     return codec.json_response({"name": "attention-serve", "version": __version__, "extensions": extensions})
 
 
-async def _infer(state: AppStateDep, request: Request, name: str, version: int | None) -> Response:
+async def _infer(request: Request, name: str, version: int | None) -> Response:
+    state = app_state(request)  # no FastAPI dependencies on the hot path (see native._predict)
     with state.telemetry.observe("v2", name) as outcome:
+        authorize_inference(state, request)
         body, binary = await read_infer_body(request, state.settings.max_body_bytes)
         decoded = v2_codec.decode_infer(body, binary, name, version)
         result = await state.dataplane.infer(decoded.request)
@@ -79,15 +81,15 @@ async def _infer(state: AppStateDep, request: Request, name: str, version: int |
         return Response(head + chunks, 200, headers, media_type="application/octet-stream")
 
 
-@router.post("/v2/models/{name}/infer", dependencies=[InferenceAuth], **schemas.V2_INFER)
-async def infer(name: str, request: Request, state: AppStateDep) -> Response:
+@router.post("/v2/models/{name}/infer", **schemas.V2_INFER)
+async def infer(name: str, request: Request) -> Response:
     """Inference with the newest serving version."""
-    return await _infer(state, request, name, None)
+    return await _infer(request, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", dependencies=[InferenceAuth], **schemas.V2_INFER)
-async def infer_version(name: str, version: str, request: Request, state: AppStateDep) -> Response:
-    return await _infer(state, request, name, codec.parse_version(version))
+@router.post("/v2/models/{name}/versions/{version}/infer", **schemas.V2_INFER)
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    return await _infer(request, name, codec.parse_version(version))
 
 
 @router.get("/v2/models/{name}", **schemas.V2_METADATA)

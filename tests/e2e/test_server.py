@@ -79,3 +79,22 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits(
     # the drain log line proves the lifespan shutdown ran to its end rather than the process being killed.
     assert server.stop() in (0, -signal.SIGTERM)
     assert "model sentiment version 1 unloaded" in server.log.read_text()
+
+
+def test_several_workers_share_the_port_and_their_metrics_add_up(
+    make_repository: Callable[..., Path], tmp_path: Path
+) -> None:
+    server = start_server(make_repository(), tmp_path / "server.log", env={"ATTENTION_SERVE_WORKERS": "2"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:  # keep-alive: one worker per connection
+            for _ in range(12):
+                assert client.post("/v1/models/sentiment:predict", json={"instances": [TEXT]}).status_code == 200
+        for _ in range(12):  # new connections spread over the workers
+            response = httpx.post(f"{server.url}/v1/models/sentiment:predict", json={"instances": [TEXT]}, timeout=10)
+            assert response.status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+        line = 'attention_serve_requests_total{model="sentiment",outcome="success",protocol="native",version="1"}'
+        assert f"{line} 24.0" in metrics
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
+    assert server.log.read_text().count("stop signal: not ready") == 2  # each worker turned unready

@@ -1,0 +1,42 @@
+"""Settings from the environment, and the combinations that are refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATTENTION_SERVE_MODELS", "sentiment, topics")
+    monkeypatch.setenv("ATTENTION_SERVE_LENGTH_BUCKETS", "16,32,64")
+    monkeypatch.setenv("ATTENTION_SERVE_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
+    monkeypatch.setenv("ATTENTION_SERVE_VERSION_LABELS", '{"sentiment": {"stable": 1}}')
+    monkeypatch.setenv("ATTENTION_SERVE_API_KEY", "a-secret-key")
+    settings = Settings()
+    assert settings.models == ["sentiment", "topics"]
+    assert settings.length_buckets == [16, 32, 64]
+    assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert settings.version_labels == {"sentiment": {"stable": 1}}
+    assert settings.api_key is not None
+    assert "a-secret-key" not in repr(settings)
+
+
+def test_threads_are_shared_between_workers() -> None:
+    assert Settings(intra_op_threads=3, workers=2).threads == 3
+    assert Settings(workers=64).threads == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_instances": 10, "max_queue_size": 5}, "max_instances cannot exceed max_queue_size"),
+        ({"workers": 2, "admin_token": "t"}, "need one worker"),
+        ({"version_policy": "newest"}, "version_policy"),
+        ({"unknown_setting": 1}, "unknown_setting"),
+    ],
+)
+def test_impossible_combinations_are_refused(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**values)  # type: ignore[arg-type]
