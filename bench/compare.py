@@ -57,10 +57,8 @@ def http_cases() -> list[servers.ServerSpec]:
         servers.service_spec("max_queue_delay_ms 2", settings={"max_queue_delay_ms": "2"}),
         servers.service_spec("length_buckets 16,32,64", settings={"length_buckets": "16,32,64"}),
         servers.service_spec("intra_op_threads 1", settings={"intra_op_threads": "1"}),
-        servers.service_workers_spec("uvicorn 2 workers, intra_op 1", 2, {"intra_op_threads": "1"}),
-        servers.whatif_spec("what-if: async dependencies", ("--async-dependencies",)),
-        servers.whatif_spec("what-if: no ORT spinning", ("--no-spinning",)),
-        servers.whatif_spec("what-if: both", ("--async-dependencies", "--no-spinning")),
+        servers.service_spec("allow_spinning true", settings={"allow_spinning": "true"}),
+        servers.service_spec("workers 2 (1 intra-op thread each)", settings={"workers": "2"}),
         servers.naive_spec("naive baseline"),
         servers.naive_spec("HTTP floor (empty FastAPI route)", noop=True),
     ]

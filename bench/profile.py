@@ -7,7 +7,7 @@
    pool, native threads such as ONNX Runtime's intra-op pool) and py-spy samples of the Python threads, each
    stack put in one category by its innermost recognised frame. Costs per request = category share x thread CPU
    / requests answered.
-2. bench/stages.py in subprocesses: the service as is, with each what-if of whatif_server.py, and the naive app.
+2. bench/stages.py in subprocesses: the service as is, and the naive app.
 
 Needs ``pip install py-spy`` (and permission to ptrace: root, or CAP_SYS_PTRACE).
 """
@@ -202,9 +202,6 @@ def profile_markdown(profile: Profile, args: argparse.Namespace) -> str:
 
 STAGE_RUNS = (
     ("as is", ()),
-    ("what-if: async dependencies", ("--async-dependencies",)),
-    ("what-if: no ORT spinning", ("--no-spinning",)),
-    ("what-if: both", ("--async-dependencies", "--no-spinning")),
     ("naive app", ("--naive",)),
 )
 
@@ -231,7 +228,7 @@ def stages_markdown(reports: dict[str, dict[str, object]]) -> str:
             for rate in rates:
                 rows.append([label, size, rate["callers"], rate["requests_per_s"], rate["cpu_us_per_request"]])
     parts += [
-        "### In-process ASGI calls (no socket, no uvicorn): service as is, what-ifs, naive app",
+        "### In-process ASGI calls (no socket, no uvicorn): the service and the naive app",
         markdown_table(["app", "seq/req", "callers", "req/s", "CPU µs/request"], rows),
     ]
     return "\n\n".join(parts)

@@ -156,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Raw: {args.raw_duration:g} s per batch size per round, batch 1 and {MAX_BATCH} alternating, rounds split "
         "before and after the HTTP runs. "
         f"Texts: {corpus['texts']} corpus tweets of 1-{args.max_tokens} tokens (mean {corpus['mean_tokens']}), "
-        f"seed {args.seed}. Threads: {args.threads} intra-op everywhere. wrk and the servers share the cores. "
+        f"seed {args.seed}. Threads: {args.threads} intra-op in the raw sessions and the naive server; the service "
+        f"runs with {', '.join(f'{k}={v}' for k, v in settings.items()) or 'its default settings'}. "
+        "wrk and the servers share the cores. "
         "Rates count successful responses only; CPU ms/seq is the server process's CPU time (all its threads) "
         "per sequence answered."
     )

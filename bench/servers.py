@@ -65,25 +65,6 @@ def service_spec(label: str, variant: str = "fp32", settings: Mapping[str, str] 
     return ServerSpec(label, command, env)
 
 
-def service_workers_spec(label: str, workers: int, settings: Mapping[str, str] | None = None) -> ServerSpec:
-    """The service's app under plain ``uvicorn --workers N --factory`` (the service does not expose workers)."""
-    env = {f"ATTENTION_SERVE_{name.upper()}": value for name, value in (settings or {}).items()}
-    env["ATTENTION_SERVE_LOG_LEVEL"] = "warning"
-    command = (
-        sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
-        "--port", "{port}", "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-        "--no-access-log", "--log-level", "warning",
-    )  # fmt: skip
-    return ServerSpec(label, command, env, metrics_path=None)  # each worker has its own metrics: no total
-
-
-def whatif_spec(label: str, flags: tuple[str, ...], settings: Mapping[str, str] | None = None) -> ServerSpec:
-    """The service started by bench/whatif_server.py with experimental changes (``--async-dependencies``, ...)."""
-    base = service_spec(label, settings=settings)
-    command = (sys.executable, str(ROOT / "bench" / "whatif_server.py"), *flags, "--", *base.command[3:])
-    return ServerSpec(label, command, base.env)
-
-
 def naive_spec(label: str, variant: str = "fp32", threads: int = 0, noop: bool = False) -> ServerSpec:
     """The naive baseline; with ``noop`` its constant-answer route (the uvicorn + FastAPI floor) is loaded."""
     command = (

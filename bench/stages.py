@@ -3,9 +3,9 @@
 Stages call the service's own functions on the bundled model in this process: JSON decode, request decoding,
 tokenization + validation, the data plane (batcher hop + ONNX Runtime + result shaping), response encoding.
 The whole ASGI app is then called directly (no socket, no uvicorn), one request at a time and with 32
-concurrent callers. Run as a script it prints JSON; what-if flags (see whatif_server.py) apply first.
+concurrent callers. Run as a script it prints JSON.
 
-    python bench/stages.py [--async-dependencies] [--no-spinning] [--naive] [--seconds 1]
+    python bench/stages.py [--naive] [--seconds 1]
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # run as a script: import the bench package from 
 import uvloop
 from fastapi import FastAPI
 
-from bench import whatif_server
 from bench.corpus import build_bodies, load_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +121,6 @@ async def throughput(app: FastAPI, bodies: Sequence[bytes], callers: int, second
 
 
 async def stage_times(app: FastAPI, body: bytes, seconds: float) -> list[StageTime]:
-    # Imported here, not at the top: what-if patches must land before the service defines its routes.
     from service.batching import pad
     from service.protocols import codec, native
 
@@ -178,13 +176,10 @@ async def measure(bodies: dict[int, list[bytes]], seconds: float, naive: bool) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Per-stage and in-process costs of a request (JSON on stdout).")
-    parser.add_argument("--async-dependencies", action="store_true", help="what-if: see whatif_server.py")
-    parser.add_argument("--no-spinning", action="store_true", help="what-if: see whatif_server.py")
     parser.add_argument("--naive", action="store_true", help="measure the naive app instead (in-process rates)")
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds per stage measurement")
     parser.add_argument("--per-request", default="1,16", help="sequences per request, e.g. 1,16")
     args = parser.parse_args(argv)
-    whatif_server.apply(args.async_dependencies, args.no_spinning)
     samples = load_samples(MODEL_DIR / "tokenizer.json", 512)
     sizes = [int(n) for n in args.per_request.split(",")]
     bodies = {n: build_bodies(samples, n) for n in sizes}
