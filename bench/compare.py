@@ -35,11 +35,13 @@ MODEL_DIR = servers.ROOT / "models" / "sentiment" / "1"
 RawCase = tuple[str, SessionConfig, tuple[str, ...]]
 
 
-def raw_cases(cores: int) -> list[RawCase]:
+def raw_cases(cores: int, model_dir: Path) -> list[RawCase]:
+    """The default session, every graph variant the version has, and each session option changed alone."""
     default = SessionConfig(intra_op_threads=cores)
+    kinds = json.loads((model_dir / "model.json").read_text()).get("variants", {})
     return [
         ("default (fp32, 2 outputs, opt all)", default, DEFAULT_OUTPUTS),
-        ("int8 variant", dataclasses.replace(default, variant="int8"), DEFAULT_OUTPUTS),
+        *((f"{kind} variant", dataclasses.replace(default, variant=kind), DEFAULT_OUTPUTS) for kind in sorted(kinds)),
         ("+ self_attention (3 outputs)", default, ALL_OUTPUTS),
         ("optimization disable", dataclasses.replace(default, optimization_level="disable"), DEFAULT_OUTPUTS),
         ("optimization basic", dataclasses.replace(default, optimization_level="basic"), DEFAULT_OUTPUTS),
@@ -73,6 +75,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ONNX Runtime options and service settings, each vs the default.")
     parser.add_argument("--quick", action="store_true", help="short runs: 2 s per point, one round")
     parser.add_argument("--only", choices=["raw", "http"], help="run one half only")
+    parser.add_argument(
+        "--model-dir", type=Path, default=MODEL_DIR,
+        help="version folder for the in-process half; every variant in its model.json is measured",
+    )  # fmt: skip
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 10; quick: 2)")
     parser.add_argument("--rounds", type=int, help="repetitions, alternating order (default 2; quick: 1)")
     parser.add_argument("--raw-duration", type=float, help="seconds per raw measurement (default 3; quick: 1)")
@@ -91,8 +97,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def compare_raw(samples: list[Sample], args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
-    cases = raw_cases(len(os.sched_getaffinity(0)))
-    sessions = [make_session(MODEL_DIR, config) for _, config, _ in cases]
+    cases = raw_cases(len(os.sched_getaffinity(0)), args.model_dir)
+    sessions = [make_session(args.model_dir, config) for _, config, _ in cases]
     batches = {size: make_batches(samples, size) for size in (1, 32)}
     runs: dict[tuple[int, int], list[RawResult]] = {}
     for round_ in range(args.rounds):
@@ -152,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.out or Path(tempfile.mkdtemp(prefix="attention-serve-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     info = machine.facts()
-    samples = load_samples(MODEL_DIR / "tokenizer.json", args.texts, 64, args.seed)
+    samples = load_samples(args.model_dir / "tokenizer.json", args.texts, 64, args.seed)
     parts = ["## attention-serve comparisons", ""]  # machine facts go in last, with the load at the end
     document: dict[str, object] = {"machine": info}
     if args.only in (None, "raw"):
