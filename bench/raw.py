@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.corpus import Sample
+from service.batching import pad
 
 # What the service requests by default (attention "pooling"); "self_attention" only when explanations are asked.
 DEFAULT_OUTPUTS = ("probabilities", "attention")
@@ -72,17 +73,9 @@ def make_session(model_dir: Path, config: SessionConfig) -> ort.InferenceSession
 
 def make_batches(samples: Sequence[Sample], batch_size: int, pad_id: int = 0) -> list[Batch]:
     """Consecutive samples, ``batch_size`` at a time, right-padded to the longest of each batch, with masks."""
-    batches = []
-    for start in range(0, len(samples) - batch_size + 1, batch_size):
-        rows = [s.ids for s in samples[start : start + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), pad_id, dtype=np.int32)
-        mask = np.zeros((len(rows), width), dtype=np.int32)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        batches.append((ids, mask))
-    return batches
+    # The service's own padding, so the ceiling pays exactly what a served batch pays.
+    starts = range(0, len(samples) - batch_size + 1, batch_size)
+    return [pad([s.ids for s in samples[start : start + batch_size]], pad_id) for start in starts]
 
 
 def measure(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +42,16 @@ def release_memory() -> None:
     over 12 reloads of the bundled model; flat with the trim). Elsewhere (musl, macOS) there is nothing to do.
     """
     gc.collect()
-    library = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    library = ctypes.util.find_library("c")  # may run ldconfig: once per process, not per unload
+    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+    return trim
 
 
 class RuntimeLoadError(RuntimeError):
