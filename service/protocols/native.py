@@ -56,20 +56,23 @@ def decode_columns(value: Any) -> list[str | np.ndarray]:
     if "text" in columns:
         texts = columns["text"] if isinstance(columns["text"], list) else [columns["text"]]
         return [codec.decode_text(t, f"inputs.text[{i}]") for i, t in enumerate(texts)]
-    rows = columns["input_ids"]
-    if not isinstance(rows, list) or (rows and not isinstance(rows[0], list)):
-        rows = [rows]
-    items: list[str | np.ndarray] = [codec.decode_ids(r, f"inputs.input_ids[{i}]") for i, r in enumerate(rows)]
+    rows = _as_rows(columns["input_ids"])
+    ids = [codec.decode_ids(r, f"inputs.input_ids[{i}]") for i, r in enumerate(rows)]
     if "attention_mask" in columns:
-        masks = columns["attention_mask"]
-        if not isinstance(masks, list) or len(masks) != len(rows):
+        masks = _as_rows(columns["attention_mask"])
+        if len(masks) != len(ids):
             raise InvalidInput("inputs.attention_mask: expected one mask row per input_ids row")
-        items = [
-            codec.apply_mask(ids, codec.decode_ids(m, f"inputs.attention_mask[{i}]"), f"inputs[{i}]")
-            for i, (ids, m) in enumerate(zip(items, masks, strict=True))
-            if isinstance(ids, np.ndarray)
+        ids = [
+            codec.apply_mask(row, codec.decode_ids(mask, f"inputs.attention_mask[{i}]"), f"inputs[{i}]")
+            for i, (row, mask) in enumerate(zip(ids, masks, strict=True))
         ]
-    return items
+    return list(ids)
+
+
+def _as_rows(column: Any) -> list[Any]:
+    """A column of rows; one flat row (a single sequence) counts as a column of one."""
+    nested = isinstance(column, list) and (not column or isinstance(column[0], list))
+    return column if nested else [column]
 
 
 def decode_request(body: Any, name: str, version: int | None) -> tuple[InferenceRequest, bool]:

@@ -89,6 +89,13 @@ def test_columnar_format_answers_outputs(client: TestClient) -> None:
     )
 
 
+def test_columnar_ids_with_a_mask_one_row_or_many(client: TestClient) -> None:
+    one = predict(client, {"inputs": {"input_ids": [5, 6, 7, 0], "attention_mask": [1, 1, 1, 0]}})["outputs"]
+    many = predict(client, {"inputs": {"input_ids": [[5, 6, 7, 0]], "attention_mask": [[1, 1, 1, 0]]}})["outputs"]
+    assert one == many
+    assert len(one["attention"][0]) == 3
+
+
 def test_version_and_label_routes(client: TestClient) -> None:
     latest = predict(client, {"instances": [TEXT]})
     assert predict(client, {"instances": [TEXT]}, "/v1/models/sentiment/versions/1:predict") == latest
