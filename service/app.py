@@ -6,10 +6,11 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,7 @@ from service.lifecycle import install_stop_hook
 from service.metrics import Metrics
 from service.protocols import codec, health, native, repository_api, v2
 from service.protocols.deps import AppState
+from service.protocols.hot import HotRoutes
 from service.protocols.ui import install_ui
 from service.repository import ModelRepository, RepositoryConfig
 from service.runtime import RuntimeOptions
@@ -96,12 +98,29 @@ class RequestIdMiddleware:
             request_id.reset(token)
 
 
+class ServiceApp(FastAPI):
+    """FastAPI behind a front: request ids, admission and the hot routes come before the framework's stack."""
+
+    front: ASGIApp | None = None
+
+    def install_front(self, max_concurrency: int, routers: Sequence[APIRouter]) -> None:
+        """``routers``: those included without a prefix whose ``@hot`` routes the front answers itself."""
+        framework = partial(FastAPI.__call__, self)
+        hot = HotRoutes(framework, self, [route for router in routers for route in router.routes])
+        self.front = RequestIdMiddleware(AdmissionMiddleware(hot, limit=max_concurrency))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            raise RuntimeError("install_front() was not called")
+        await self.front(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error is ``{"error": "..."}``; nothing echoes the input or leaks a trace, path or internal name."""
 
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        return codec.json_response({"error": exc.message}, exc.status, exc.headers)
+        return codec.error_response(exc)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -130,7 +149,7 @@ async def _refresh_gauges(state: AppState, period_s: float = 1.0) -> None:
         await asyncio.sleep(period_s)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ServiceApp:
     """The app; models load in the lifespan (never at import) and drain on shutdown."""
     settings = settings or Settings()
     state = build_state(settings)
@@ -153,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.repository.stop()
 
     docs = settings.docs_enabled
-    app = FastAPI(
+    app = ServiceApp(
         title="attention-serve",
         version=__version__,
         description="Predictions and the attention behind them, over TF Serving-style REST and Open Inference v2.",
@@ -171,6 +190,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(repository_api.router)
     if settings.ui_enabled:
         install_ui(app)
-    app.add_middleware(AdmissionMiddleware, limit=settings.max_concurrency)
-    app.add_middleware(RequestIdMiddleware)
+    app.install_front(settings.max_concurrency, [native.router, v2.router])
     return app

@@ -9,7 +9,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
-from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
 JSON_TYPES = ("application/json",)
 ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -19,6 +19,11 @@ INT64_MAX = 2**63 - 1
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Encode with orjson; numpy arrays are written by orjson directly, with no per-float Python objects."""
     return Response(orjson.dumps(content, option=ENCODE_OPTIONS), status, headers, media_type="application/json")
+
+
+def error_response(exc: ServiceError) -> Response:
+    """Every client-visible error is ``{"error": "..."}`` with the error's status and headers."""
+    return json_response({"error": exc.message}, exc.status, exc.headers)
 
 
 def media_type(request: Request) -> str:

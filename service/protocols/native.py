@@ -17,6 +17,7 @@ from service.dataplane import InferenceRequest, InferenceResult, Prediction
 from service.errors import InvalidInput, NotFound
 from service.protocols import codec, schemas, tensors
 from service.protocols.deps import AppState, AppStateDep, app_state, authorize_inference
+from service.protocols.hot import hot
 from service.repository import State
 
 router = APIRouter(tags=["native (TensorFlow Serving REST)"])
@@ -165,18 +166,21 @@ async def _predict(request: Request, name: str, version: int | None) -> Response
 
 
 @router.post("/v1/models/{name}:predict", **schemas.NATIVE_PREDICT)
+@hot
 async def predict(name: str, request: Request) -> Response:
     """Predict with the newest serving version."""
     return await _predict(request, name, None)
 
 
 @router.post("/v1/models/{name}/versions/{version}:predict", **schemas.NATIVE_PREDICT)
+@hot
 async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version."""
     return await _predict(request, name, codec.parse_version(version))
 
 
 @router.post("/v1/models/{name}/labels/{label}:predict", **schemas.NATIVE_PREDICT)
+@hot
 async def predict_label(name: str, label: str, request: Request) -> Response:
     """Predict with the version a label points at (labels are set per model in the settings)."""
     return await _predict(request, name, resolve_label(app_state(request), name, label))

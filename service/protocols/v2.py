@@ -16,6 +16,7 @@ from service.dataplane import describe
 from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.protocols import codec, schemas, tensors, v2_codec
 from service.protocols.deps import AppStateDep, app_state, authorize_inference
+from service.protocols.hot import hot
 from service.repository import ServedVersion
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
@@ -82,12 +83,14 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
 
 
 @router.post("/v2/models/{name}/infer", **schemas.V2_INFER)
+@hot
 async def infer(name: str, request: Request) -> Response:
     """Inference with the newest serving version."""
     return await _infer(request, name, None)
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", **schemas.V2_INFER)
+@hot
 async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, name, codec.parse_version(version))
 
