@@ -49,7 +49,7 @@ def test_hot_and_framework_routes_answer_errors_alike(client: TestClient) -> Non
 def test_other_methods_and_paths_still_reach_the_framework(client: TestClient) -> None:
     # A GET there is the framework's: TF Serving's status route, for a model named "sentiment:predict".
     assert client.get("/v1/models/sentiment:predict").json() == {"error": "unknown model 'sentiment:predict'"}
-    assert client.post("/v1/models/sentiment:predicts", json={}).status_code == 404
+    assert client.post("/v1/models/sentiment:predicts", json={}).json() == {"error": "method not allowed"}
     assert client.post("/v1/models/sentiment:predict", json={"instances": ["good"]}).status_code == 200
 
 
