@@ -53,14 +53,14 @@ def raw_cases(cores: int, model_dir: Path) -> list[RawCase]:
 
 def http_cases() -> list[servers.ServerSpec]:
     return [
-        servers.service_spec("default"),
+        servers.service_spec("default"),  # workers: one per core here
         servers.service_spec("variant int8", "int8"),
         servers.service_spec("batches_in_flight 1", settings={"batches_in_flight": "1"}),
         servers.service_spec("max_queue_delay_ms 2", settings={"max_queue_delay_ms": "2"}),
         servers.service_spec("length_buckets 16,32,64", settings={"length_buckets": "16,32,64"}),
         servers.service_spec("intra_op_threads 1", settings={"intra_op_threads": "1"}),
         servers.service_spec("allow_spinning true", settings={"allow_spinning": "true"}),
-        servers.service_spec("workers 2 (1 intra-op thread each)", settings={"workers": "2"}),
+        servers.service_spec("workers 1 (one process, every core its intra-op thread)", settings={"workers": "1"}),
         servers.naive_spec("naive baseline"),
         servers.naive_spec("HTTP floor (empty FastAPI route)", noop=True),
     ]

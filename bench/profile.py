@@ -130,7 +130,8 @@ def record(args: argparse.Namespace, work: Path) -> Profile:
     samples = load_samples(MODEL_DIR / "tokenizer.json", 2048)
     bodies = write_bodies(build_bodies(samples, args.per_request), work / f"bodies-{args.per_request}.jsonl")
     script, raw = write_script(work), work / "py-spy.raw.txt"
-    with servers.running([servers.service_spec("service")], work) as (server,):
+    # One worker: py-spy and the per-thread figures follow one process (one event loop).
+    with servers.running([servers.service_spec("service", settings={"workers": "1"})], work) as (server,):
         run_wrk(server.url, script, bodies, 8, 2)  # warm-up
         pid = server.process.pid
         before = thread_cpu(pid)

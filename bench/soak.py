@@ -50,7 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reload-every", type=float, default=60.0, help="seconds between new versions (default 60)")
     parser.add_argument("--warmup", type=int, default=20, help="seconds of load before memory is first read")
     parser.add_argument("--per-request", type=int, default=1, help="sequences per request")
-    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--workers", type=int, default=0, help="server processes (0: the service's default)")
     parser.add_argument("--out", type=Path, help="folder for the report, the bodies and the server log")
     return parser.parse_args(argv)
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_ENV
+from service.runtime import places_on_accelerator
 from service.settings import ENV_PREFIX, Settings
 
 FACTORY = "service.__main__:worker_app"
@@ -26,7 +27,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--model-repository", type=Path, help="root of <name>/<version>/ folders (default models)")
     parser.add_argument("--variant", choices=["fp32", "optimized", "int8", "fp16"], help="graph variant to serve")
-    parser.add_argument("--workers", type=int, help="server processes (default 1)")
+    parser.add_argument("--workers", type=int, help="server processes (default 0: one per core on CPU, else 1)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     return {key: value for key, value in vars(args).items() if value is not None}
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     overrides = parse_args(argv)
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
+    workers = settings.worker_count(places_on_accelerator(settings.providers))
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -54,15 +56,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "timeout_graceful_shutdown": int(settings.graceful_shutdown_s) or None,
         "server_header": False,
     }
-    if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)
+    if workers == 1:
+        uvicorn.run(create_app(settings.model_copy(update={"workers": 1})), **options)
         return
     # Each worker process builds its own app from the environment: hand the command-line flags on that way,
     # and give Prometheus a folder where the workers' metrics meet.
+    overrides["workers"] = workers
     os.environ.update({f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in overrides.items()})
     with tempfile.TemporaryDirectory(prefix="attention-serve-metrics-") as folder:
         os.environ[MULTIPROCESS_ENV] = folder
-        uvicorn.run(FACTORY, factory=True, workers=settings.workers, **options)
+        uvicorn.run(FACTORY, factory=True, workers=workers, **options)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,14 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
     return chosen if CPU_PROVIDER in chosen else [*chosen, CPU_PROVIDER]
 
 
+def places_on_accelerator(requested: Sequence[str] | None) -> bool:
+    """Whether sessions would go to a GPU provider first (onnxruntime-gpu lists CUDA even without a device)."""
+    try:
+        return choose_providers(requested, ort.get_available_providers())[0] != CPU_PROVIDER
+    except RuntimeLoadError:
+        return False  # the load will say why; a worker count is no place for that error
+
+
 def check_fallback(requested: str, used: str, required: bool) -> None:
     """ONNX Runtime falls back quietly when a provider cannot start: say so, and refuse if it was required."""
     if requested == used:

@@ -23,7 +23,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     workers: int = Field(
-        1, ge=1, le=64, description="Server processes; each loads the models and batches its own requests."
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "Server processes, each with its own models and batcher (0: one per usable core on CPU; "
+            "one when a GPU provider would be used or the admin endpoints are on)."
+        ),
     )
     model_repository: Path = Field(Path("models"), description="Root folder holding <name>/<version>/ model folders.")
     models: Annotated[list[str] | None, NoDecode] = Field(
@@ -119,4 +125,14 @@ class Settings(BaseSettings):
     @property
     def threads(self) -> int:
         """Intra-op threads to use: the setting, or this process's share of the cores it may run on."""
-        return self.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
+        return self.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // max(self.workers, 1))
+
+    def worker_count(self, accelerated: bool) -> int:
+        """``workers``, or when 0: one process per usable core, since one event loop per process is the limit
+        on CPU (bench/README.md); one process when a GPU should have a single owner or models are loaded
+        and unloaded through the admin endpoints."""
+        if self.workers:
+            return self.workers
+        if accelerated or self.admin_token is not None:
+            return 1
+        return max(1, len(os.sched_getaffinity(0)))

@@ -31,7 +31,10 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Encode many texts in one call (the Rust tokenizer parallelises the batch)."""
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        if len(texts) == 1:  # a batch call hands even one text to the Rust thread pool: a wake-up, costly under load
+            encodings = [self._tokenizer.encode(texts[0], add_special_tokens=False)]
+        else:
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [Encoded(np.asarray(e.ids, dtype=self.id_dtype), e.tokens, e.offsets) for e in encodings]
 
     def tokens_of(self, ids: Sequence[int]) -> list[str]:

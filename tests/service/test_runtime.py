@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from service.runtime import (
@@ -14,6 +15,7 @@ from service.runtime import (
     RuntimeOptions,
     check_fallback,
     choose_providers,
+    places_on_accelerator,
     provider_options,
 )
 from tests.conftest import BUNDLED
@@ -92,3 +94,10 @@ def test_a_quiet_fallback_is_refused_when_the_provider_is_required(caplog: pytes
     assert "fell back to CPUExecutionProvider" in caplog.text
     with pytest.raises(RuntimeLoadError, match="CUDAExecutionProvider was required"):
         check_fallback("CUDAExecutionProvider", CPU_PROVIDER, required=True)
+
+
+def test_places_on_accelerator_only_when_a_gpu_provider_would_come_first() -> None:
+    gpu = any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+    assert places_on_accelerator(None) is gpu
+    assert places_on_accelerator(["CPUExecutionProvider"]) is False
+    assert places_on_accelerator(["NoSuchExecutionProvider"]) is False  # the load reports it, not the count

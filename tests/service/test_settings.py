@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -26,6 +28,15 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_threads_are_shared_between_workers() -> None:
     assert Settings(intra_op_threads=3, workers=2).threads == 3
     assert Settings(workers=64).threads == 1
+
+
+def test_automatic_workers_are_one_per_core_on_cpu_and_one_otherwise() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert Settings().worker_count(accelerated=False) == cores
+    assert Settings().worker_count(accelerated=True) == 1
+    assert Settings(admin_token="t").worker_count(accelerated=False) == 1
+    assert Settings(workers=3).worker_count(accelerated=True) == 3
+    assert Settings().threads == cores  # a single process built directly (tests, embedding) uses every core
 
 
 @pytest.mark.parametrize(
