@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.cores import usable_cores
+
 ENV_PREFIX = "ATTENTION_SERVE_"
+MAX_WORKERS = 64
 VersionPolicy = Literal["latest", "all", "specific"]
 Variant = Literal["fp32", "optimized", "int8", "fp16"]
 
@@ -25,7 +27,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         0,
         ge=0,
-        le=64,
+        le=MAX_WORKERS,
         description=(
             "Server processes, each with its own models and batcher (0: one per usable core on CPU; "
             "one when a GPU provider would be used or the admin endpoints are on)."
@@ -125,14 +127,14 @@ class Settings(BaseSettings):
     @property
     def threads(self) -> int:
         """Intra-op threads to use: the setting, or this process's share of the cores it may run on."""
-        return self.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // max(self.workers, 1))
+        return self.intra_op_threads or max(1, usable_cores() // max(self.workers, 1))
 
     def worker_count(self, accelerated: bool) -> int:
-        """``workers``, or when 0: one process per usable core, since one event loop per process is the limit
-        on CPU (bench/README.md); one process when a GPU should have a single owner or models are loaded
-        and unloaded through the admin endpoints."""
+        """``workers``, or when 0: one process per usable core (a cgroup CPU limit counts), as one event loop
+        per process is the limit on CPU (bench/README.md); one when a GPU should have a single owner or models
+        are loaded and unloaded through the admin endpoints."""
         if self.workers:
             return self.workers
         if accelerated or self.admin_token is not None:
             return 1
-        return max(1, len(os.sched_getaffinity(0)))
+        return min(usable_cores(), MAX_WORKERS)
