@@ -200,8 +200,12 @@ def test_gpu_is_asked_for_exactly_where_the_image_uses_it(render: tuple[str, lis
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     else:
         assert "nvidia.com" not in yaml.safe_dump(documents)
-    threads = int(literal_env(container)["ATTENTION_SERVE_INTRA_OP_THREADS"])
-    assert threads == int(container["resources"]["requests"]["cpu"]), "ONNX Runtime threads match the CPU request"
+    env = literal_env(container)
+    # Set explicitly: inside a pod without a CPU limit the node's core count would decide both.
+    workers, threads = int(env["ATTENTION_SERVE_WORKERS"]), int(env["ATTENTION_SERVE_INTRA_OP_THREADS"])
+    assert workers * threads == int(container["resources"]["requests"]["cpu"]), "processes x threads = CPU request"
+    if RENDERS[name] == "gpu":
+        assert workers == 1, "one process owns the GPU"
 
 
 def test_model_repository_path_matches_the_image(render: tuple[str, list[dict]], dockerfile: Dockerfile) -> None:
