@@ -14,11 +14,10 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from starlette._utils import get_route_path
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,6 +36,15 @@ def hot(endpoint: E) -> E:
     return endpoint
 
 
+def route_path(scope: Scope) -> str:
+    """The path the routes see: without the root path an ASGI server mounted the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
+
+
 @dataclass(frozen=True)
 class _Route:
     pattern: re.Pattern[str]
@@ -46,7 +54,7 @@ class _Route:
 class HotRoutes:
     """ASGI: POSTs to a hot route are served here, with the app's error bodies; the rest pass to ``app``."""
 
-    def __init__(self, app: ASGIApp, owner: Any, routes: Iterable[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, owner: ASGIApp, routes: Iterable[BaseRoute]) -> None:
         self.app, self.owner = app, owner  # owner: what ``request.app`` returns to an endpoint
         self.routes = tuple(
             _Route(route.path_regex, route.endpoint)
@@ -56,7 +64,7 @@ class HotRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path = get_route_path(scope)
+            path = route_path(scope)
             for route in self.routes:
                 match = route.pattern.match(path)
                 if match is not None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.errors import NotFound
 from service.protocols import codec
-from service.protocols.hot import HotRoutes, hot
+from service.protocols.hot import HotRoutes, hot, route_path
 from tests.conftest import settings_for
 
 
@@ -82,3 +82,16 @@ def test_an_unexpected_error_is_a_plain_500_and_a_domain_error_its_own_status(ca
     assert "unhandled error" in caplog.text
     assert client.post("/boom/missing").json() == {"error": "no such thing"}
     assert client.post("/plain/abc").json() == {"name": "abc"}  # not marked: served by the app
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "seen"),
+    [
+        ("/v1/models/m:predict", "", "/v1/models/m:predict"),
+        ("/api/v1/models/m:predict", "/api", "/v1/models/m:predict"),
+        ("/api", "/api", ""),
+        ("/apiv1/models/m:predict", "/api", "/apiv1/models/m:predict"),  # not under the root path
+    ],
+)
+def test_route_path_drops_the_root_path_the_app_is_mounted_under(path: str, root: str, seen: str) -> None:
+    assert route_path({"type": "http", "path": path, "root_path": root}) == seen
