@@ -58,6 +58,7 @@ def http_cases() -> list[servers.ServerSpec]:
         servers.service_spec("batches_in_flight 1", settings={"batches_in_flight": "1"}),
         servers.service_spec("max_queue_delay_ms 2", settings={"max_queue_delay_ms": "2"}),
         servers.service_spec("length_buckets 16,32,64", settings={"length_buckets": "16,32,64"}),
+        servers.service_spec("batch_split_min 0 (one call per batch)", settings={"batch_split_min": "0"}),
         servers.service_spec("intra_op_threads 1", settings={"intra_op_threads": "1"}),
         servers.service_spec("intra_op_threads 2", settings={"intra_op_threads": "2"}),
         servers.service_spec("allow_spinning true", settings={"allow_spinning": "true"}),

@@ -62,6 +62,7 @@ def build_state(settings: Settings) -> AppState:
             max_queue_size=settings.max_queue_size,
             batches_in_flight=settings.batches_in_flight,
             length_buckets=tuple(sorted(settings.length_buckets)),
+            split_min=settings.batch_split_min,
         ),
         lambda name, version, stats: metrics.observe_batch(name, str(version), stats),
     )

@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     length_buckets: Annotated[list[int], NoDecode] = Field(
         [], description="Sequence-length bucket bounds for grouping, e.g. [16, 32, 64] (empty: no grouping)."
     )
+    batch_split_min: int = Field(
+        4,
+        ge=0,
+        description=(
+            "On CPU, run a batch sorted by length as ONNX Runtime calls of at least this many sequences, "
+            "each padded to its own longest (0: one call per batch)."
+        ),
+    )
 
     # Request limits
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 past it).")

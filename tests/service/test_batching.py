@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from service.batching import Batcher, BatchPolicy, BatchStats, pad
+from service.batching import Batcher, BatchPolicy, BatchStats, pad, split_by_length
 from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +188,25 @@ async def test_close_finishes_queued_work_then_refuses_new_items() -> None:
     assert [f.result()["total"] for f in queued] == [0, 1, 2]
     with pytest.raises(Unavailable):
         batcher.submit([np.array([1])], False, deadline())
+
+
+def test_split_by_length_groups_neighbouring_lengths() -> None:
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4]
+    assert split_by_length(lengths, 4) == [[1, 5, 3, 7], [0, 4, 6, 2]]
+    assert split_by_length(lengths, 3) == [[1, 5, 3, 7], [0, 4, 6, 2]]  # 8 // 3 = 2 parts
+    assert split_by_length(lengths, 0) == [list(range(8))]  # off
+    assert split_by_length(lengths, 5) == [list(range(8))]  # too few for two parts of 5
+    parts = split_by_length(lengths, 1)
+    assert [lengths[p[0]] for p in parts] == sorted(lengths)
+
+
+async def test_a_split_batch_runs_calls_of_neighbouring_lengths_and_answers_in_order() -> None:
+    recorder = Recorder()
+    policy = BatchPolicy(max_batch_size=8, batches_in_flight=1, split_min=2)
+    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    rows = [np.arange(1, n + 1) for n in (5, 1, 6, 2)]
+    results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
+    assert [r["total"] for r in results] == [15, 1, 21, 3]
+    assert [r["length"] for r in results] == [5, 1, 6, 2]
+    assert [b.shape for b in recorder.batches] == [(2, 2), (2, 6)]  # each call padded to its own longest
+    await batcher.close()

@@ -33,8 +33,11 @@ def batch_counts(metrics_text: str) -> tuple[float, float]:
     return float(lines[f"attention_serve_batch_size_count{key}"]), float(lines[f"attention_serve_batch_size_sum{key}"])
 
 
-async def test_mixed_lengths_in_one_batch_match_each_sequence_alone(make_repository: Callable[..., Path]) -> None:
-    state = build_state(settings_for(make_repository()))
+@pytest.mark.parametrize("split_min", [0, 1, 2])  # one call; four calls of one; two calls of two, by length
+async def test_mixed_lengths_in_one_batch_match_each_sequence_alone(
+    make_repository: Callable[..., Path], split_min: int
+) -> None:
+    state = build_state(settings_for(make_repository(), batch_split_min=split_min))
     await state.repository.start()
     try:
         together = await state.dataplane.infer(InferenceRequest("sentiment", None, TEXTS, EVERYTHING))
