@@ -13,12 +13,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.lifecycle import stop_with_parent
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_ENV
 from service.runtime import places_on_accelerator
 from service.settings import ENV_PREFIX, Settings
 
 FACTORY = "service.__main__:worker_app"
+SUPERVISOR_ENV = "ATTENTION_SERVE_SUPERVISOR_PID"  # not a setting: how a worker knows the process that started it
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
@@ -37,6 +39,9 @@ def worker_app() -> FastAPI:
     """The app of one worker process (``--workers`` > 1): settings from the environment, logging as configured."""
     settings = Settings()
     configure_logging(settings.log_level)
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    if supervisor.isdigit():
+        stop_with_parent(int(supervisor))
     return create_app(settings)
 
 
@@ -63,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # and give Prometheus a folder where the workers' metrics meet.
     overrides["workers"] = workers
     os.environ.update({f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in overrides.items()})
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
     with tempfile.TemporaryDirectory(prefix="attention-serve-metrics-") as folder:
         os.environ[MULTIPROCESS_ENV] = folder
         uvicorn.run(FACTORY, factory=True, workers=workers, **options)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -28,3 +31,22 @@ def install_stop_hook(on_stop: Callable[[], None]) -> None:
             chained(number, frame)
 
         signal.signal(signum, handler)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent(parent: int) -> bool:
+    """Ask Linux to send this process SIGTERM when its parent (the workers' supervisor) dies.
+
+    A supervisor killed outright (SIGKILL, the OOM killer) cannot stop its workers; without this they would live
+    on as orphans holding the port. Returns whether the request took; False off Linux. If the parent is already
+    gone, the SIGTERM is sent now, so the worker drains and exits like its siblings.
+    """
+    libc_name = ctypes.util.find_library("c")
+    prctl = getattr(ctypes.CDLL(libc_name), "prctl", None) if libc_name else None
+    if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True

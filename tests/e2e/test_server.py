@@ -98,3 +98,23 @@ def test_several_workers_share_the_port_and_their_metrics_add_up(
     finally:
         assert server.stop() in (0, -signal.SIGTERM)
     assert server.log.read_text().count("stop signal: not ready") == 2  # each worker turned unready
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_workers_stop_when_their_supervisor_is_killed(make_repository: Callable[..., Path], tmp_path: Path) -> None:
+    server = start_server(make_repository(), tmp_path / "server.log", env={"ATTENTION_SERVE_WORKERS": "2"})
+    workers = [p for p in children_of(server.process.pid) if "worker_app" in Path(f"/proc/{p}/cmdline").read_text()]
+    workers = workers or children_of(server.process.pid)
+    assert len(workers) >= 2
+    server.process.kill()  # SIGKILL: the supervisor cannot stop them itself
+    server.stop()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.1)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists()]
+    assert not alive, f"orphaned workers {alive}: {server.log.read_text()[-1500:]}"
+    with pytest.raises(httpx.TransportError):  # and nothing holds the port any more
+        httpx.get(f"{server.url}/v2/health/live", timeout=2)
