@@ -104,7 +104,7 @@ def variant_section(
     text = "\n\n".join(
         [
             f"### Variant {variant}",
-            "Raw ONNX Runtime ceiling (in-process, pre-padded batches, probabilities + attention):",
+            "Raw ONNX Runtime ceiling (in-process, pre-padded batches, probabilities + attention; best round):",
             raw_table(list(raw)),
             "Over HTTP (wrk -t1; medians of the rounds; errors summed over them):",
             http_table(pairs, raw[1].sequences_per_s),
