@@ -1,4 +1,4 @@
-"""Process lifecycle: turn readiness false the moment a stop signal arrives, before uvicorn starts draining."""
+"""Process lifecycle: readiness false the moment a stop signal arrives; workers that stop with their supervisor."""
 
 from __future__ import annotations
 
