@@ -134,8 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return codec.json_response({"error": message}, exc.status_code, dict(exc.headers or {}))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error", exc_info=exc)
-        return codec.json_response({"error": "internal error"}, 500)
+        return codec.unexpected_error_response(exc)
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import threading
@@ -43,8 +42,8 @@ def stop_with_parent(parent: int) -> bool:
     on as orphans holding the port. Returns whether the request took; False off Linux. If the parent is already
     gone, the SIGTERM is sent now, so the worker drains and exits like its siblings.
     """
-    libc_name = ctypes.util.find_library("c")
-    prctl = getattr(ctypes.CDLL(libc_name), "prctl", None) if libc_name else None
+    # The process's own symbols include libc's; find_library("c") would run ldconfig at every worker start.
+    prctl = getattr(ctypes.CDLL(None), "prctl", None)
     if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return False
     if os.getppid() != parent:  # died before the request took effect

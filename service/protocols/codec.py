@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
+log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
 ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 INT64_MAX = 2**63 - 1
@@ -24,6 +26,12 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 def error_response(exc: ServiceError) -> Response:
     """Every client-visible error is ``{"error": "..."}`` with the error's status and headers."""
     return json_response({"error": exc.message}, exc.status, exc.headers)
+
+
+def unexpected_error_response(exc: BaseException) -> Response:
+    """A bug, not the client's doing: logged once with its trace, answered with a plain 500 that leaks nothing."""
+    log.error("unhandled error", exc_info=exc)
+    return json_response({"error": "internal error"}, 500)
 
 
 def media_type(request: Request) -> str:

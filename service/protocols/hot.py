@@ -10,7 +10,6 @@ compiled patterns, and calls them directly; every other request goes on to the a
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.errors import ServiceError
 from service.protocols import codec
 
-log = logging.getLogger(__name__)
 HOT_MARK = "__attention_serve_hot__"
 Endpoint = Callable[..., Awaitable[Response]]
 E = TypeVar("E", bound=Endpoint)
@@ -81,5 +79,4 @@ class HotRoutes:
         except ServiceError as exc:
             return codec.error_response(exc)
         except Exception as exc:
-            log.error("unhandled error", exc_info=exc)
-            return codec.json_response({"error": "internal error"}, 500)
+            return codec.unexpected_error_response(exc)
