@@ -49,8 +49,8 @@ def release_memory() -> None:
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    library = ctypes.util.find_library("c")  # may run ldconfig: once per process, not per unload
-    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+    # The process's own symbols include libc's (glibc has malloc_trim; musl and macOS do not).
+    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
     return trim
 
 
