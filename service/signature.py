@@ -1,0 +1,181 @@
+"""The model signature: which graph tensor plays which role, read from ``model.json`` in this one place.
+
+Like Triton's model configuration, it is the contract every room reads: the runtime feeds and fetches tensors by
+it, the batcher asks it whether it may pad, the data plane which outputs exist, the protocols what to describe.
+The format is documented in docs/MODEL_FOLDER.md. A folder written before signatures existed has none: it reads
+as the fixed names of that time (``input_ids`` + ``attention_mask`` → ``probabilities``, ``attention``, and
+``self_attention`` when the graph has it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+Role = Literal["probabilities", "attention", "self_attention"]
+Padding = Literal["mask", "pad_id", "none"]
+Source = Literal["pooling", "received"]
+Layout = Literal["BLHTT", "BHTT", "BTT"]
+ROLES: tuple[Role, ...] = get_args(Role)
+ID_DTYPES = ("int32", "int64")
+LAYOUT_RANKS = {"BLHTT": 5, "BHTT": 4, "BTT": 3}
+LEGACY_NAMES = {"token_ids": "input_ids", "mask": "attention_mask"}
+
+
+class SignatureError(ValueError):
+    """``model.json``'s signature is malformed or does not fit the graph; the message says which field."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Roles → graph tensor names, and how sequences may be padded. ``None``: the model has no such tensor."""
+
+    token_ids: str
+    mask: str | None
+    outputs: Mapping[Role, str]
+    attention_source: Source | None
+    self_attention_layout: Layout
+    attention_layers: tuple[str, ...]
+    pad_id: int
+    padding: Padding
+    fixed_length: int | None
+    text_origin: str
+
+    @property
+    def paddable(self) -> bool:
+        """Whether sequences of different lengths may share a call (padding changes no answer)."""
+        return self.padding != "none" or self.fixed_length is not None
+
+    def has(self, role: Role) -> bool:
+        return role in self.outputs
+
+    def describe(self) -> dict[str, Any]:
+        """The signature as the protocols' metadata shows it (roles and graph names, padding, attention)."""
+        return {
+            "inputs": {"token_ids": self.token_ids, "mask": self.mask},
+            "outputs": {role: self.outputs.get(role) for role in ROLES},
+            "attention_source": self.attention_source,
+            "self_attention_layout": self.self_attention_layout if self.has("self_attention") else None,
+            "attention_layers": list(self.attention_layers),
+            "pad_id": self.pad_id,
+            "padding": self.padding,
+            "fixed_length": self.fixed_length,
+            "text": self.text_origin,
+        }
+
+
+def read_signature(document: Mapping[str, Any], graph_outputs: Collection[str]) -> Signature:
+    """The signature of ``model.json`` (``document``), or the legacy one when it has none."""
+    raw = document.get("signature")
+    if raw is None:
+        return _legacy(document, graph_outputs)
+    if not isinstance(raw, dict):
+        raise SignatureError("signature: expected an object")
+    inputs, outputs = _section(raw, "inputs"), _section(raw, "outputs")
+    named = {role: _name(outputs, role, f"signature.outputs.{role}") for role in ROLES}
+    present = {role: name for role, name in named.items() if name is not None}
+    if "probabilities" not in present:
+        raise SignatureError("signature.outputs.probabilities: every model needs a probabilities output")
+    token_ids = _name(inputs, "token_ids", "signature.inputs.token_ids")
+    if token_ids is None:
+        raise SignatureError("signature.inputs.token_ids: every model needs a token-id input")
+    signature = Signature(
+        token_ids=token_ids,
+        mask=_name(inputs, "mask", "signature.inputs.mask"),
+        outputs=present,
+        attention_source=_choice(raw, "attention_source", ("pooling", "received"), None),
+        self_attention_layout=_choice(raw, "self_attention_layout", tuple(LAYOUT_RANKS), "BLHTT") or "BLHTT",
+        attention_layers=_names(raw.get("attention_layers", [])),
+        pad_id=_integer(raw, "pad_id", 0, minimum=0),
+        padding=_choice(raw, "padding", get_args(Padding), "mask") or "mask",
+        fixed_length=_optional_integer(raw, "fixed_length"),
+        text_origin=str(_section(raw, "text").get("origin", "tokenizer")),
+    )
+    _check_consistent(signature)
+    return signature
+
+
+def _legacy(document: Mapping[str, Any], graph_outputs: Collection[str]) -> Signature:
+    present: dict[Role, str] = {"probabilities": "probabilities", "attention": "attention"}
+    if "self_attention" in graph_outputs:
+        present["self_attention"] = "self_attention"
+    return Signature(
+        token_ids=LEGACY_NAMES["token_ids"],
+        mask=LEGACY_NAMES["mask"],
+        outputs=present,
+        attention_source="pooling",
+        self_attention_layout="BLHTT",
+        attention_layers=(),
+        pad_id=_integer(document, "pad_token_id", 0, minimum=0),
+        padding="mask",
+        fixed_length=None,
+        text_origin="trained",
+    )
+
+
+def _check_consistent(signature: Signature) -> None:
+    if signature.padding == "mask" and signature.mask is None:
+        raise SignatureError("signature.padding: 'mask' needs a mask input (signature.inputs.mask)")
+    if signature.padding != "mask" and signature.mask is not None:
+        raise SignatureError(f"signature.padding: '{signature.padding}' means no mask input, but one is named")
+    if signature.has("attention") != (signature.attention_source is not None):
+        raise SignatureError("signature.attention_source: give it exactly when there is an attention output")
+    names = [signature.token_ids, *([signature.mask] if signature.mask else []), *signature.outputs.values()]
+    if len(set(names)) != len(names):
+        raise SignatureError("signature: one graph tensor is named for two roles")
+
+
+def check_graph(signature: Signature, inputs: Mapping[str, str], outputs: Mapping[str, tuple[int, ...]]) -> None:
+    """The named tensors exist with usable types and ranks: ``inputs`` name → dtype, ``outputs`` name → shape."""
+    expected_inputs = [signature.token_ids, *([signature.mask] if signature.mask else [])]
+    if sorted(inputs) != sorted(expected_inputs):
+        raise SignatureError(f"the graph's inputs are {sorted(inputs)}, the signature names {expected_inputs}")
+    if inputs[signature.token_ids] not in ID_DTYPES:
+        raise SignatureError(f"the token-id input must be int32 or int64, not {inputs[signature.token_ids]}")
+    if signature.mask is not None and inputs[signature.mask] != inputs[signature.token_ids]:
+        raise SignatureError("the mask input must have the token ids' dtype")
+    ranks = {"probabilities": 2, "attention": 2, "self_attention": LAYOUT_RANKS[signature.self_attention_layout]}
+    for role, name in signature.outputs.items():
+        if name not in outputs:
+            raise SignatureError(f"signature.outputs.{role}: the graph has no output '{name}'")
+        if len(outputs[name]) != ranks[role]:
+            raise SignatureError(f"signature.outputs.{role}: '{name}' has rank {len(outputs[name])}, not {ranks[role]}")
+
+
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise SignatureError(f"signature.{key}: expected an object")
+    return value
+
+
+def _name(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = section.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise SignatureError(f"{where}: expected a tensor name or null")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SignatureError("signature.attention_layers: expected a list of layer names")
+    return tuple(value)
+
+
+def _choice(raw: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str | None) -> Any:
+    value = raw.get(key, default)
+    if value is not None and value not in choices:
+        raise SignatureError(f"signature.{key}: expected one of {list(choices)}, got {str(value)[:40]!r}")
+    return value
+
+
+def _integer(raw: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    value = raw.get(key, default)
+    if type(value) is not int or value < minimum:
+        raise SignatureError(f"{key}: expected an integer of at least {minimum}")
+    return value
+
+
+def _optional_integer(raw: Mapping[str, Any], key: str) -> int | None:
+    return None if raw.get(key) is None else _integer(raw, key, 0, minimum=1)
