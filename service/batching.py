@@ -6,6 +6,9 @@ waits for company, and a loaded server runs full batches. ``max_queue_delay_s`` 
 to fill, counted from the oldest queued sequence. With ``length_buckets``, sequences are grouped by length and
 a batch is drawn from the bucket of the oldest sequence, so short ones do not pay for long ones' padding.
 
+A model whose answers change when it is padded (no mask: ``PadRule.paddable`` False) never sees padding: its
+batch is run as one call per distinct length. A graph of fixed length (``PadRule.width``) is always padded to it.
+
 Within a batch, ``split_min`` > 0 sorts the sequences by length and runs them as ``len // split_min`` ONNX Runtime
 calls of neighbouring lengths: each call is padded only to its own longest sequence. On a CPU this cut the
 model's time per sequence by 15-30% for batches of 12-32 mixed-length texts (bench/README.md); a GPU prefers one
@@ -44,6 +47,15 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class PadRule:
+    """How a version's sequences may share a call: the pad id, whether padding is safe, a fixed width if any."""
+
+    pad_id: int = 0
+    paddable: bool = True
+    width: int | None = None
+
+
+@dataclass(frozen=True)
 class BatchStats:
     """What one runtime call did, for metrics."""
 
@@ -72,9 +84,17 @@ def split_by_length(lengths: Sequence[int], split_min: int) -> list[list[int]]:
     return [order[p * len(order) // parts : (p + 1) * len(order) // parts] for p in range(parts)]
 
 
-def pad(rows: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad 1-D id arrays to the longest; the mask is 1 on real tokens and 0 on padding."""
-    width = max(len(row) for row in rows)
+def group_by_length(lengths: Sequence[int]) -> list[list[int]]:
+    """Indices of a batch grouped by exact length (in order of first appearance): calls that need no padding."""
+    groups: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        groups.setdefault(length, []).append(index)
+    return list(groups.values())
+
+
+def pad(rows: Sequence[np.ndarray], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad 1-D id arrays to the longest (or to ``width``); the mask is 1 on real tokens and 0 on padding."""
+    width = width or max(len(row) for row in rows)
     ids = np.full((len(rows), width), pad_id, dtype=rows[0].dtype)
     mask = np.zeros((len(rows), width), dtype=rows[0].dtype)
     for i, row in enumerate(rows):
@@ -90,12 +110,12 @@ class Batcher:
         self,
         run: RunBatch,
         policy: BatchPolicy,
-        pad_id: int,
+        padding: PadRule,
         outputs: Sequence[str],
         explain_outputs: Sequence[str] = (),
         observe: Callable[[BatchStats], None] | None = None,
     ) -> None:
-        self._run, self.policy, self._pad_id = run, policy, pad_id
+        self._run, self.policy, self.padding = run, policy, padding
         self._outputs, self._explain_outputs = tuple(outputs), tuple(explain_outputs)
         self._observe = observe or (lambda stats: None)
         self._queues: list[deque[_Item]] = [deque() for _ in range(len(policy.length_buckets) + 1)]
@@ -229,9 +249,10 @@ class Batcher:
     def _pad_and_run(self, rows: list[np.ndarray], outputs: Sequence[str]) -> tuple[list[Row], int]:
         """Each row's outputs (padded to its call's width), in order, and the widest call's width."""
         answers: list[Row] = [{} for _ in rows]
-        width = 0
-        for part in split_by_length([len(r) for r in rows], self.policy.split_min):
-            ids, mask = pad([rows[i] for i in part], self._pad_id)
+        width, lengths, rule = 0, [len(r) for r in rows], self.padding
+        parts = split_by_length(lengths, self.policy.split_min) if rule.paddable else group_by_length(lengths)
+        for part in parts:
+            ids, mask = pad([rows[i] for i in part], rule.pad_id, rule.width)
             result = self._run(ids, mask, outputs)
             width = max(width, ids.shape[1])
             for position, index in enumerate(part):

@@ -20,6 +20,7 @@ from service.repository import ModelRepository, ServedVersion
 ATTENTION = "attention"
 SELF_ATTENTION = "self_attention"
 ROLLOUT = "rollout"
+ALL = "all"  # in a request's outputs: every attention output the version has
 OPTIONAL_OUTPUTS = frozenset({ATTENTION, SELF_ATTENTION, ROLLOUT})
 
 
@@ -32,12 +33,16 @@ class Limits:
 
 @dataclass(frozen=True)
 class InferenceRequest:
-    """A decoded request: each item a text or a token-id sequence, and which outputs to compute."""
+    """A decoded request: each item a text or a token-id sequence, and which outputs to compute.
+
+    ``outputs``: None for the version's default (its per-token attention, if it has one); else names from
+    ``OPTIONAL_OUTPUTS`` (each must exist for the version) and/or ``ALL``.
+    """
 
     model: str
     version: int | None
     items: Sequence[str | np.ndarray]
-    outputs: frozenset[str] = frozenset({ATTENTION})
+    outputs: frozenset[str] | None = None
     truncate: bool = False
     timeout_s: float | None = None
     source: str = "instances"
@@ -83,44 +88,70 @@ class ModelDescription:
     facts: dict[str, object]
 
 
+def available_outputs(served: ServedVersion) -> frozenset[str]:
+    """The attention outputs this version can give (rollout wherever self-attention exists)."""
+    signature = served.folder.spec.signature
+    found = {ATTENTION} if signature.has(ATTENTION) else set()
+    if signature.has(SELF_ATTENTION):
+        found |= {SELF_ATTENTION, ROLLOUT}
+    return frozenset(found)
+
+
+def resolve_outputs(requested: frozenset[str] | None, served: ServedVersion) -> frozenset[str]:
+    """What a request gets: the default, or exactly what it named (a 400 for what this version lacks)."""
+    available = available_outputs(served)
+    if requested is None:
+        return available & {ATTENTION}
+    missing = requested - available - {ALL}
+    if missing:
+        spec = served.folder.spec
+        raise InvalidInput(
+            f"model '{spec.name}' version {spec.version} has no {', '.join(sorted(missing))} output; "
+            f"its attention outputs: {sorted(available) or 'none'}"
+        )
+    return (requested - {ALL}) | (available if ALL in requested else frozenset())
+
+
 def describe(served: ServedVersion) -> ModelDescription:
     """The public inputs and outputs of a version, and facts about it, for every protocol's metadata."""
     spec, model = served.folder.spec, served.folder.model
-    ids = model.id_dtype.name
-    graph = {t.name: t.shape for t in model.outputs}
-    inputs = (
-        Tensor("text", "string", (-1,)),
-        Tensor("input_ids", ids, (-1, -1)),
-        Tensor("attention_mask", ids, (-1, -1)),
-    )
-    outputs = [
-        Tensor("label", "string", (-1,)),
-        Tensor("probabilities", "float32", (-1, len(spec.labels))),
-        Tensor(ATTENTION, "float32", (-1, -1)),
+    ids, signature = model.id_dtype.name, spec.signature
+    inputs = [Tensor("text", "string", (-1,)), Tensor("input_ids", ids, (-1, -1))]
+    inputs += [Tensor("attention_mask", ids, (-1, -1))]  # right padding of the request, whatever the graph takes
+    outputs = [Tensor("label", "string", (-1,)), Tensor("probabilities", "float32", (-1, len(spec.labels)))]
+    if signature.has(ATTENTION):
+        outputs.append(Tensor(ATTENTION, "float32", (-1, -1)))
+    outputs += [
         Tensor("lengths", "int32", (-1,)),
         Tensor("tokens", "string", (-1, -1)),
         Tensor("offsets", "int32", (-1, -1, 2)),
     ]
-    if SELF_ATTENTION in graph:
+    layers_heads = model.layers_heads
+    if layers_heads is not None:
         outputs += [
-            Tensor(SELF_ATTENTION, "float32", (-1, *graph[SELF_ATTENTION][1:3], -1, -1)),
+            Tensor(SELF_ATTENTION, "float32", (-1, *layers_heads, -1, -1)),
             Tensor(ROLLOUT, "float32", (-1, -1)),
         ]
-    document = spec.document
-    facts: dict[str, object] = {
+    return ModelDescription(spec.name, spec.version, spec.labels, tuple(inputs), tuple(outputs), _facts(served))
+
+
+def _facts(served: ServedVersion) -> dict[str, object]:
+    spec, model, document = served.folder.spec, served.folder.model, served.folder.spec.document
+    return {
         "labels": list(spec.labels),
         "max_sequence_length": spec.max_length,
         "vocab_size": spec.vocab_size,
         "variant": spec.variant,
         "providers": list(model.providers),
         "loaded_at": served.loaded_at,
+        "signature": spec.signature.describe(),
+        "attention_outputs": sorted(available_outputs(served)),
         **{
             key: document[key]
-            for key in ("task", "metrics", "baseline", "parity", "created", "data")
+            for key in ("task", "metrics", "baseline", "parity", "created", "data", "source")
             if key in document
         },
     }
-    return ModelDescription(spec.name, spec.version, spec.labels, inputs, tuple(outputs), facts)
 
 
 @dataclass(frozen=True)
@@ -137,10 +168,13 @@ class DataPlane:
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         served = self.repository.get(request.model, request.version)
-        served.batcher.check_room(len(request.items))  # refuse before paying for tokenization
+        outputs = resolve_outputs(request.outputs, served)
+        # Everything the request itself gets wrong is a 400 before the capacity check: a 503 says "retry", and
+        # only waiting may cure it.
         sequences = self._prepare(request, served)
+        served.batcher.check_room(len(sequences))
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
-        explain = bool(request.outputs & {SELF_ATTENTION, ROLLOUT})
+        explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
         futures = served.batcher.submit([s.ids for s in sequences], explain, deadline)
         try:
             rows = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
@@ -149,7 +183,8 @@ class DataPlane:
                 future.cancel()  # drop this request's other sequences from the queue
             raise
         spec = served.folder.spec
-        predictions = [_predict(spec.labels, s, row, request.outputs) for s, row in zip(sequences, rows, strict=True)]
+        pooled = spec.signature.attention_source == "pooling"
+        predictions = [_predict(spec.labels, s, row, outputs, pooled) for s, row in zip(sequences, rows, strict=True)]
         return InferenceResult(spec.name, spec.version, spec.labels, predictions)
 
     def _prepare(self, request: InferenceRequest, served: ServedVersion) -> list[_Sequence]:
@@ -206,13 +241,21 @@ def _fit(request: InferenceRequest, index: int, seq: _Sequence, max_length: int,
 
 
 def _predict(
-    labels: tuple[str, ...], seq: _Sequence, row: dict[str, np.ndarray], outputs: frozenset[str]
+    labels: tuple[str, ...], seq: _Sequence, row: dict[str, np.ndarray], outputs: frozenset[str], pooled: bool
 ) -> Prediction:
-    """Trim one row of the batch to its own length and derive what was asked for."""
+    """Trim one row of the batch to its own length and derive what was asked for.
+
+    Rollout reads the flow out through the model's pooling weights; a model without them is read out evenly
+    over its tokens (its per-token attention comes from the last layer, which rollout already holds).
+    """
     length = len(seq.ids)
     probabilities = row["probabilities"]
-    attention = row["attention"][:length]
+    attention = row["attention"][:length] if ATTENTION in row else None
     self_attention = row["self_attention"][:, :, :length, :length] if SELF_ATTENTION in row else None
+    rollout = None
+    if ROLLOUT in outputs and self_attention is not None:
+        readout = attention if pooled and attention is not None else np.full(length, 1.0 / length, np.float32)
+        rollout = attention_rollout(self_attention, readout)
     return Prediction(
         label=labels[int(np.argmax(probabilities))],
         probabilities=probabilities,
@@ -220,9 +263,7 @@ def _predict(
         truncated=seq.truncated,
         attention=attention if ATTENTION in outputs else None,
         self_attention=self_attention if SELF_ATTENTION in outputs else None,
-        rollout=attention_rollout(self_attention, attention)
-        if ROLLOUT in outputs and self_attention is not None
-        else None,
+        rollout=rollout,
         tokens=seq.tokens,
         offsets=seq.offsets,
     )

@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from service.runtime import OnnxModel, RuntimeLoadError, RuntimeOptions
+from service.signature import Signature, SignatureError, check_graph, read_signature
 from service.tokenizer import TextTokenizer
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 METADATA_FILE = "model.json"
-REQUIRED_INPUTS = ("input_ids", "attention_mask")
-CORE_OUTPUTS = ("probabilities", "attention")
-EXPLAIN_OUTPUT = "self_attention"
 
 
 class ModelFolderError(RuntimeError):
@@ -34,12 +32,16 @@ class ModelSpec:
     version: int
     labels: tuple[str, ...]
     max_length: int
-    pad_id: int
     vocab_size: int
     model_file: str
     tokenizer_file: str
     variant: str
+    signature: Signature
     document: dict[str, Any]
+
+    @property
+    def pad_id(self) -> int:
+        return self.signature.pad_id
 
 
 @dataclass(frozen=True)
@@ -72,22 +74,28 @@ def read_spec(folder: Path, name: str, version: int, variant: str) -> ModelSpec:
         raise ModelFolderError("model.json is not a JSON object")
     try:
         labels = tuple(str(label) for label in document["labels"])
-        max_length, pad_id = int(document["max_sequence_length"]), int(document.get("pad_token_id", 0))
-        vocab_size = int(document["vocab_size"])
+        max_length, vocab_size = int(document["max_sequence_length"]), int(document["vocab_size"])
         model_file = str(document["files"]["model"])
         if not isinstance(document["sha256"], dict):
             raise TypeError("sha256 must be an object")
+        declared = [str(t["name"]) for t in document.get("outputs", [])]
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFolderError(f"model.json lacks a valid field: {exc}") from exc
     if len(labels) < 2 or max_length < 1 or vocab_size < 1:
         raise ModelFolderError("model.json needs two or more labels, a positive max length and vocabulary size")
+    try:
+        signature = read_signature(document, declared)
+    except SignatureError as exc:
+        raise ModelFolderError(f"model.json: {exc}") from exc
+    if signature.fixed_length is not None and max_length > signature.fixed_length:
+        raise ModelFolderError("model.json: max_sequence_length exceeds the signature's fixed_length")
     chosen = "fp32"
     variant_entry = document.get("variants", {}).get(variant) if variant != "fp32" else None
     if isinstance(variant_entry, dict) and "file" in variant_entry:
         model_file, chosen = str(variant_entry["file"]), variant
     tokenizer_file = str(document["files"].get("tokenizer", "tokenizer.json"))
     return ModelSpec(
-        name, version, labels, max_length, pad_id, vocab_size, model_file, tokenizer_file, chosen, document
+        name, version, labels, max_length, vocab_size, model_file, tokenizer_file, chosen, signature, document
     )
 
 
@@ -115,12 +123,12 @@ def _check_signature(model: OnnxModel, spec: ModelSpec) -> None:
     actual = {t.name: t.dtype for t in [*model.inputs, *model.outputs]}
     if declared != actual:
         raise ModelFolderError(f"model.json declares tensors {declared}, the graph has {actual}")
-    names = [t.name for t in model.inputs]
-    if tuple(names) != REQUIRED_INPUTS or model.inputs[0].dtype not in ("int32", "int64"):
-        raise ModelFolderError(f"the graph's inputs must be integer {REQUIRED_INPUTS}, not {names}")
-    if not set(CORE_OUTPUTS) <= {t.name for t in model.outputs}:
-        raise ModelFolderError(f"the graph must output {CORE_OUTPUTS}")
-    classes = next(t.shape[-1] for t in model.outputs if t.name == "probabilities")
+    try:
+        check_graph(spec.signature, {t.name: t.dtype for t in model.inputs}, {t.name: t.shape for t in model.outputs})
+    except SignatureError as exc:
+        raise ModelFolderError(str(exc)) from exc
+    probabilities = spec.signature.outputs["probabilities"]
+    classes = next(t.shape[-1] for t in model.outputs if t.name == probabilities)
     if classes != -1 and classes != len(spec.labels):
         raise ModelFolderError(f"the graph has {classes} classes, model.json {len(spec.labels)} labels")
 
@@ -132,7 +140,7 @@ def load_folder(
     spec = read_spec(folder, name, version, variant)
     check_hashes(folder, spec, (spec.model_file, spec.tokenizer_file))
     try:
-        model = OnnxModel(folder / spec.model_file, options, (warm_batch, spec.max_length))
+        model = OnnxModel(folder / spec.model_file, options, (warm_batch, spec.max_length), spec.signature)
     except RuntimeLoadError as exc:
         raise ModelFolderError(str(exc)) from exc
     _check_signature(model, spec)
@@ -142,8 +150,10 @@ def load_folder(
         raise ModelFolderError(f"the tokenizer could not be loaded: {type(exc).__name__}") from exc
     if tokenizer.vocab_size > spec.vocab_size:
         raise ModelFolderError("the tokenizer's vocabulary is larger than the model's")
+    fixed = spec.signature.fixed_length
+    lengths = [fixed] if fixed is not None else sorted({1, min(16, spec.max_length), spec.max_length})
     try:
-        model.warm_up(warm_batch, sorted({1, min(16, spec.max_length), spec.max_length}))
+        model.warm_up(warm_batch, lengths)
     except Exception as exc:
         raise ModelFolderError(f"warm-up inference failed: {type(exc).__name__}") from exc
     return LoadedFolder(spec, model, tokenizer)

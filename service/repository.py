@@ -18,17 +18,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from service.batching import Batcher, BatchPolicy, BatchStats
+from service.batching import Batcher, BatchPolicy, BatchStats, PadRule
 from service.errors import NotFound, Unavailable
-from service.model_folder import (
-    CORE_OUTPUTS,
-    EXPLAIN_OUTPUT,
-    LoadedFolder,
-    ModelFolderError,
-    fingerprint,
-    load_folder,
-    valid_name,
-)  # fmt: skip
+from service.model_folder import LoadedFolder, ModelFolderError, fingerprint, load_folder, valid_name
 from service.runtime import RuntimeOptions, release_memory
 
 log = logging.getLogger(__name__)
@@ -264,12 +256,14 @@ class ModelRepository:
         return True
 
     def _serve(self, loaded: LoadedFolder, print_: tuple[tuple[str, int, int], ...]) -> None:
-        spec = loaded.spec
-        explain = (EXPLAIN_OUTPUT,) if EXPLAIN_OUTPUT in {o.name for o in loaded.model.outputs} else ()
+        spec, signature = loaded.spec, loaded.spec.signature
+        core = [role for role in ("probabilities", "attention") if signature.has(role)]
+        explain = ["self_attention"] if signature.has("self_attention") else []
         # A GPU runs one large call faster than several smaller ones with less padding.
         policy = self.policy if loaded.model.device == "cpu" else dataclasses.replace(self.policy, split_min=0)
+        padding = PadRule(signature.pad_id, signature.paddable, signature.fixed_length)
         batcher = Batcher(
-            loaded.model.predict, policy, spec.pad_id, CORE_OUTPUTS, explain,
+            loaded.model.predict, policy, padding, core, explain,
             lambda stats: self._observe(spec.name, spec.version, stats),
         )  # fmt: skip
         versions = dict(self._serving.get(spec.name, {}))

@@ -1,7 +1,9 @@
 """ONNX Runtime sessions: provider choice, session options, IO binding. Numpy in, numpy out.
 
-This is the model contract of the service: ``OnnxModel(path, options)``, ``predict(ids, mask, outputs)``,
-and its signature. It knows nothing of HTTP, requests or batching.
+This is the model contract of the service: ``OnnxModel(path, options, max_shape, signature)``,
+``predict(ids, mask, roles)`` keyed by the signature's roles (``probabilities``, ``attention``,
+``self_attention``; whatever the graph calls them), and the graph's tensors. It knows nothing of HTTP, requests
+or batching.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from service.signature import Signature, legacy_signature
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +132,15 @@ def _preload_gpu_libraries(providers: Sequence[str]) -> None:
 
 
 def provider_options(
-    providers: Sequence[str], options: RuntimeOptions, max_shape: tuple[int, int]
+    providers: Sequence[str], options: RuntimeOptions, max_shape: tuple[int, int], inputs: Sequence[str]
 ) -> list[dict[str, str]]:
-    """TensorRT gets an engine cache and one optimisation profile from one token up to the largest batch."""
+    """TensorRT gets an engine cache and, for the graph's ``inputs``, one optimisation profile from one token up
+    to the largest batch."""
     batch, length = max_shape
     found: list[dict[str, str]] = []
     for provider in providers:
         settings: dict[str, str] = {}
         if provider == "TensorrtExecutionProvider":
-            inputs = ("input_ids", "attention_mask")
             settings = {
                 "trt_profile_min_shapes": ",".join(f"{name}:1x1" for name in inputs),
                 "trt_profile_opt_shapes": ",".join(f"{name}:{batch}x{min(64, length)}" for name in inputs),
@@ -149,10 +153,25 @@ def provider_options(
     return found
 
 
-class OnnxModel:
-    """One ONNX Runtime session over one graph file."""
+def to_layers_heads(array: np.ndarray, layout: str) -> np.ndarray:
+    """Self-attention in the service's one layout, ``[batch, layers, heads, T, T]``, from the graph's."""
+    if layout == "BHTT":
+        return array[:, None]
+    if layout == "BTT":
+        return array[:, None, None]
+    return array
 
-    def __init__(self, path: Path, options: RuntimeOptions, max_shape: tuple[int, int] = (32, 128)) -> None:
+
+class OnnxModel:
+    """One ONNX Runtime session over one graph file, fed and read through the model's signature."""
+
+    def __init__(
+        self,
+        path: Path,
+        options: RuntimeOptions,
+        max_shape: tuple[int, int] = (32, 128),
+        signature: Signature | None = None,
+    ) -> None:
         requested = choose_providers(options.providers, ort.get_available_providers())
         _preload_gpu_libraries(requested)
         session_options = ort.SessionOptions()
@@ -166,7 +185,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(
                 str(path), session_options, providers=requested,
-                provider_options=provider_options(requested, options, max_shape),
+                provider_options=provider_options(requested, options, max_shape, self._input_names(signature)),
             )  # fmt: skip
         except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
             raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
@@ -174,24 +193,49 @@ class OnnxModel:
         check_fallback(requested[0], self.providers[0], options.require_provider)
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
-        self.id_dtype: np.dtype[np.integer] = NUMPY_TYPES.get(self.session.get_inputs()[0].type, np.dtype(np.int64))
+        self.signature = signature or legacy_signature([o.name for o in self.outputs])
+        types = {node.name: node.type for node in self.session.get_inputs()}
+        self.id_dtype: np.dtype[np.integer] = NUMPY_TYPES.get(
+            types.get(self.signature.token_ids, ""), np.dtype(np.int64)
+        )
         self.use_binding = options.io_binding and self.providers[0] != CPU_PROVIDER
+
+    @staticmethod
+    def _input_names(signature: Signature | None) -> list[str]:
+        chosen = signature or legacy_signature(())
+        return [chosen.token_ids, *([chosen.mask] if chosen.mask else [])]
+
+    @property
+    def layers_heads(self) -> tuple[int, int] | None:
+        """Self-attention's layers and heads (-1 where the graph leaves them dynamic); None without it."""
+        name = self.signature.outputs.get("self_attention")
+        shape = next((o.shape for o in self.outputs if o.name == name), None)
+        if shape is None:
+            return None
+        layout = self.signature.self_attention_layout
+        return (shape[1], shape[2]) if layout == "BLHTT" else (1, shape[1]) if layout == "BHTT" else (1, 1)
 
     @property
     def device(self) -> str:
         return "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
 
-    def predict(self, ids: np.ndarray, mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run the graph on padded ``ids`` and ``mask`` (batch, seq); return the named outputs."""
-        feed = {
-            "input_ids": ids.astype(self.id_dtype, copy=False),
-            "attention_mask": mask.astype(self.id_dtype, copy=False),
-        }
-        if self.use_binding:
-            return self._predict_bound(feed, outputs)
-        return dict(zip(outputs, self.session.run(list(outputs), feed), strict=True))
+    def predict(self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run the graph on padded ``ids`` and ``mask`` (batch, seq); return the outputs of ``roles`` by role.
 
-    def _predict_bound(self, feed: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        A graph without a mask input gets only the ids; self-attention comes back as ``[batch, L, H, T, T]``.
+        """
+        signature = self.signature
+        feed = {signature.token_ids: ids.astype(self.id_dtype, copy=False)}
+        if signature.mask is not None:
+            feed[signature.mask] = mask.astype(self.id_dtype, copy=False)
+        names = [signature.outputs[role] for role in roles]
+        arrays = self._predict_bound(feed, names) if self.use_binding else self.session.run(names, feed)
+        found = dict(zip(roles, arrays, strict=True))
+        if "self_attention" in found:
+            found["self_attention"] = to_layers_heads(found["self_attention"], signature.self_attention_layout)
+        return found
+
+    def _predict_bound(self, feed: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         """Copy inputs to the device once and let ORT allocate outputs there, then fetch them together."""
         binding = self.session.io_binding()
         for name, array in feed.items():
@@ -199,12 +243,12 @@ class OnnxModel:
         for name in outputs:
             binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)
-        return dict(zip(outputs, binding.copy_outputs_to_cpu(), strict=True))
+        return list(binding.copy_outputs_to_cpu())
 
     def warm_up(self, max_batch: int, lengths: Sequence[int]) -> None:
         """Run each shape once with every output, so the first real request pays no first-run cost."""
-        names = [o.name for o in self.outputs]
+        roles = list(self.signature.outputs)
         for batch in sorted({1, max_batch}):
             for length in lengths:
                 ids = np.ones((batch, length), dtype=self.id_dtype)
-                self.predict(ids, np.ones_like(ids), names)
+                self.predict(ids, np.ones_like(ids), roles)

@@ -33,7 +33,7 @@ class Signature:
 
     token_ids: str
     mask: str | None
-    outputs: Mapping[Role, str]
+    outputs: Mapping[str, str]  # role → graph name, only the roles the model has
     attention_source: Source | None
     self_attention_layout: Layout
     attention_layers: tuple[str, ...]
@@ -47,7 +47,7 @@ class Signature:
         """Whether sequences of different lengths may share a call (padding changes no answer)."""
         return self.padding != "none" or self.fixed_length is not None
 
-    def has(self, role: Role) -> bool:
+    def has(self, role: str) -> bool:
         return role in self.outputs
 
     def describe(self) -> dict[str, Any]:
@@ -69,12 +69,12 @@ def read_signature(document: Mapping[str, Any], graph_outputs: Collection[str]) 
     """The signature of ``model.json`` (``document``), or the legacy one when it has none."""
     raw = document.get("signature")
     if raw is None:
-        return _legacy(document, graph_outputs)
+        return legacy_signature(graph_outputs, _integer(document, "pad_token_id", 0, minimum=0))
     if not isinstance(raw, dict):
         raise SignatureError("signature: expected an object")
     inputs, outputs = _section(raw, "inputs"), _section(raw, "outputs")
     named = {role: _name(outputs, role, f"signature.outputs.{role}") for role in ROLES}
-    present = {role: name for role, name in named.items() if name is not None}
+    present: dict[str, str] = {role: name for role, name in named.items() if name is not None}
     if "probabilities" not in present:
         raise SignatureError("signature.outputs.probabilities: every model needs a probabilities output")
     token_ids = _name(inputs, "token_ids", "signature.inputs.token_ids")
@@ -96,8 +96,9 @@ def read_signature(document: Mapping[str, Any], graph_outputs: Collection[str]) 
     return signature
 
 
-def _legacy(document: Mapping[str, Any], graph_outputs: Collection[str]) -> Signature:
-    present: dict[Role, str] = {"probabilities": "probabilities", "attention": "attention"}
+def legacy_signature(graph_outputs: Collection[str], pad_id: int = 0) -> Signature:
+    """The fixed names of folders written before signatures existed."""
+    present: dict[str, str] = {"probabilities": "probabilities", "attention": "attention"}
     if "self_attention" in graph_outputs:
         present["self_attention"] = "self_attention"
     return Signature(
@@ -107,7 +108,7 @@ def _legacy(document: Mapping[str, Any], graph_outputs: Collection[str]) -> Sign
         attention_source="pooling",
         self_attention_layout="BLHTT",
         attention_layers=(),
-        pad_id=_integer(document, "pad_token_id", 0, minimum=0),
+        pad_id=pad_id,
         padding="mask",
         fixed_length=None,
         text_origin="trained",

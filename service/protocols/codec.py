@@ -140,7 +140,7 @@ ATTENTION_CHOICES = {
     "attention": frozenset({"attention"}),
     "self_attention": frozenset({"self_attention"}),
     "rollout": frozenset({"rollout"}),
-    "all": frozenset({"attention", "self_attention", "rollout"}),
+    "all": frozenset({"all"}),  # every attention output the version has
 }
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from service.dataplane import InferenceRequest, InferenceResult, Prediction
+from service.dataplane import InferenceRequest, InferenceResult, Prediction, available_outputs
 from service.errors import InvalidInput, NotFound
 from service.protocols import codec, schemas, tensors
 from service.protocols.deps import AppState, AppStateDep, app_state, authorize_inference
 from service.protocols.hot import hot
-from service.repository import State
+from service.repository import ServedVersion, State
 
 router = APIRouter(tags=["native (TensorFlow Serving REST)"])
 SIGNATURE = "serving_default"
@@ -211,9 +211,21 @@ def version_status(state: AppStateDep, name: str, version: int | None) -> dict[s
     return {"model_version_status": entries}
 
 
+def attention_summary(served: ServedVersion) -> dict[str, Any]:
+    """What attention a version gives, from its signature: for the page's shading choices and layer picker."""
+    signature = served.folder.spec.signature
+    layers_heads = served.folder.model.layers_heads
+    return {
+        "outputs": sorted(available_outputs(served)),
+        "source": signature.attention_source,
+        "layers": list(signature.attention_layers),
+        "heads": layers_heads[1] if layers_heads else 0,
+    }
+
+
 @router.get("/v1/models", response_model=None, responses={200: {"content": {"application/json": {}}}})
 async def list_models(state: AppStateDep) -> Response:
-    """Every model the server knows, with its versions' states and the labels of the newest serving one."""
+    """Every model the server knows: its versions' states, and the labels and attention of the newest serving one."""
     models = []
     for name in state.repository.names():
         serving = state.repository.serving(name)
@@ -222,6 +234,7 @@ async def list_models(state: AppStateDep) -> Response:
             "versions": [{"version": str(s.version), "state": s.state.value} for s in state.repository.statuses(name)],
             "serving": [str(s.version) for s in serving],
             "labels": list(serving[0].folder.spec.labels) if serving else [],
+            "attention": attention_summary(serving[0]) if serving else None,
         })  # fmt: skip
     return codec.json_response({"models": models})
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.dataplane import ATTENTION, ROLLOUT, SELF_ATTENTION, InferenceRequest, InferenceResult
+from service.dataplane import OPTIONAL_OUTPUTS, InferenceRequest, InferenceResult
 from service.errors import InvalidInput
 from service.protocols import codec, tensors
 
@@ -34,9 +34,12 @@ class RequestedOutput:
 
 @dataclass(frozen=True)
 class DecodedInfer:
+    """The data-plane request, the outputs asked for (None: the defaults) and the request's id."""
+
     request: InferenceRequest
-    outputs: tuple[RequestedOutput, ...]
+    outputs: tuple[RequestedOutput, ...] | None
     id: str | None
+    binary_default: bool = False
 
 
 class _Binary:
@@ -64,12 +67,13 @@ def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> D
     parameters = _request_parameters(fields.get("parameters"))
     tensors_by_name = _decode_inputs(fields.get("inputs"), _Binary(binary))
     items, source = _items(tensors_by_name)
-    outputs = _requested_outputs(fields.get("outputs"), bool(parameters.get("binary_data_output", False)))
-    wanted = frozenset(o.name for o in outputs) & {ATTENTION, SELF_ATTENTION, ROLLOUT}
+    binary_default = bool(parameters.get("binary_data_output", False))
+    outputs = _requested_outputs(fields.get("outputs"), binary_default)
+    wanted = None if outputs is None else frozenset(o.name for o in outputs) & OPTIONAL_OUTPUTS
     request = InferenceRequest(
         model, version, items, wanted, bool(parameters.get("truncate", False)), _timeout(parameters), source
     )
-    return DecodedInfer(request, outputs, request_id)
+    return DecodedInfer(request, outputs, request_id, binary_default)
 
 
 def _request_parameters(value: Any) -> dict[str, Any]:
@@ -191,9 +195,9 @@ def _items(decoded: dict[str, np.ndarray | list[str]]) -> tuple[list[str | np.nd
     return rows, "input 'input_ids'"
 
 
-def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutput, ...]:
+def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutput, ...] | None:
     if value is None:
-        return tuple(RequestedOutput(name, binary_default) for name in DEFAULT_OUTPUTS)
+        return None
     if not isinstance(value, list) or not value:
         raise InvalidInput("outputs: expected a non-empty list of {name, parameters?} objects")
     outputs: list[RequestedOutput] = []
@@ -275,10 +279,17 @@ def _classification(probabilities: np.ndarray, labels: tuple[str, ...], count: i
     return "BYTES", values, [len(order), count]
 
 
+def default_outputs(result: InferenceResult, binary: bool) -> tuple[RequestedOutput, ...]:
+    """What a request that names no outputs gets: ``DEFAULT_OUTPUTS``, less attention for a model without it."""
+    has_attention = all(p.attention is not None for p in result.predictions)
+    names = [n for n in DEFAULT_OUTPUTS if n != "attention" or has_attention]
+    return tuple(RequestedOutput(name, binary) for name in names)
+
+
 def encode_infer(result: InferenceResult, decoded: DecodedInfer) -> tuple[dict[str, Any], bytes]:
     """The JSON header and the binary section (empty when no output is binary)."""
     outputs, chunks = [], []
-    for output in decoded.outputs:
+    for output in decoded.outputs or default_outputs(result, decoded.binary_default):
         datatype, data, shape = output_tensor(result, output)
         entry: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": shape}
         if output.binary:

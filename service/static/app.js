@@ -1,18 +1,26 @@
 "use strict";
 /*
  * The attention viewer of attention-serve. It uses the public API only:
- *   GET  v1/models                                   models, their versions and labels
+ *   GET  v1/models                                   models, versions, labels, and the attention each one gives
  *   POST v1/models/{name}[/versions/{v}]:predict     {"instances": [...], "parameters": {"attention": "all"}}
  * Every colour comes from one sequential scale, ColorBrewer "Blues" (matplotlib's "Blues", which
- * `python -m service.picture` uses too), stretched from 0 (or the smallest weight) to the largest weight shown.
+ * `python -m service.picture` uses too), stretched from the smallest (or 0) to the largest weight shown.
+ * By default tokens are shaded by rollout over the smallest-to-largest range: on the bundled model the pooling
+ * weights of one text differ by a factor of only 1.2-2, so a 0-to-max scale paints every token nearly alike,
+ * while rollout singles out the words that decide (exact weights are on hover and focus either way).
  */
 (() => {
   const BLUES = ["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"];
   const RAMP = BLUES.map((hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)));
-  const SHADES = { attention: "pooling attention", rollout: "rollout" };
+  const SHADE_ORDER = ["rollout", "attention"];
   const SVG = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
-  const view = { models: [], texts: [], rows: [], shade: "attention", stretch: false, heat: null };
+  const view = { models: [], model: null, texts: [], rows: [], preferred: "rollout", shade: "rollout", stretch: true, heat: null };
+
+  function shadeName(kind) {
+    if (kind === "rollout") return "rollout";
+    return view.model?.attention?.source === "received" ? "received attention" : "pooling attention";
+  }
 
   // ---- colour scale ----
 
@@ -156,6 +164,7 @@
       const took = Math.round(performance.now() - started);
       view.texts = texts;
       view.rows = payload.predictions;
+      view.model = view.models.find((m) => m.name === name) ?? null;
       const answered = response.headers.get("X-Model-Version") ?? "?";
       $("answered-by").textContent = `${name} · version ${answered} · ${took} ms`;
       render();
@@ -171,13 +180,15 @@
   // ---- sequences: label, probabilities, shaded tokens ----
 
   function render() {
-    const hasRollout = view.rows.every((row) => Array.isArray(row.rollout));
-    const rollout = document.querySelector('input[name="shade"][value="rollout"]');
-    rollout.disabled = !hasRollout;
-    if (!hasRollout && view.shade === "rollout") {
-      view.shade = "attention";
-      document.querySelector('input[name="shade"][value="attention"]').checked = true;
+    // Shade by what the user chose where the model gives it, else by what it gives; a model may give none.
+    const given = SHADE_ORDER.filter((kind) => view.rows.every((row) => Array.isArray(row[kind])));
+    view.shade = given.includes(view.preferred) ? view.preferred : given[0] ?? null;
+    for (const input of document.querySelectorAll('input[name="shade"]')) {
+      input.disabled = !given.includes(input.value);
+      input.checked = input.value === view.shade;
     }
+    const name = shadeName("attention");
+    $("attention-name").textContent = name[0].toUpperCase() + name.slice(1);
     renderSequences();
     renderMatrixControls();
     $("results").hidden = false;
@@ -193,12 +204,11 @@
     const title = el("div", "card-title");
     title.append(el("h3", "", `Sequence ${index + 1}`), el("span", "badge", row.label));
     head.append(title, probabilities(row));
-    const scale = scaleFor(row[view.shade]);
+    const scale = view.shade ? scaleFor(row[view.shade]) : null;
     const foot = el("div", "card-foot");
-    foot.append(
-      el("span", "muted", `${row.tokens.length} tokens · shaded by ${SHADES[view.shade]}`),
-      legend(el("div", "legend"), scale),
-    );
+    const shading = view.shade ? `shaded by ${shadeName(view.shade)}` : "this model returns no attention";
+    foot.append(el("span", "muted", `${row.tokens.length} tokens · ${shading}`));
+    if (scale) foot.append(legend(el("div", "legend"), scale));
     card.append(head, tokenText(row, text, index, scale), foot);
     if (row.truncated) {
       card.append(el("p", "note", "Truncated: the greyed text is past the model's maximum length and was not read."));
@@ -227,7 +237,7 @@
     const chars = Array.from(text);
     const line = el("p", "tokens");
     line.setAttribute("role", "list");
-    line.setAttribute("aria-label", `Sequence ${index + 1}, tokens shaded by ${SHADES[view.shade]}`);
+    line.setAttribute("aria-label", `Sequence ${index + 1}` + (view.shade ? `, tokens shaded by ${shadeName(view.shade)}` : ""));
     let end = 0;
     row.tokens.forEach((token, i) => {
       const [start, stop] = row.offsets[i];
@@ -242,19 +252,24 @@
   }
 
   function tokenSpan(row, token, piece, i, scale) {
-    const weight = row[view.shade][i];
-    const rgb = colour(scale.at(weight));
-    const span = el("span", prefersLightText(rgb) ? "token light" : "token", piece);
-    span.style.setProperty("--shade", css(rgb));
+    const span = el("span", "token", piece);
     span.setAttribute("role", "listitem");
     span.tabIndex = i === 0 ? 0 : -1;
-    Object.assign(span.dataset, { index: i, token, weight, attention: row.attention[i] });
-    const other = view.shade === "attention" ? "rollout" : "attention";
-    let tip = `“${token}”: ${SHADES[view.shade]} ${fmt(weight)}`;
-    if (Array.isArray(row.rollout)) {
-      span.dataset.rollout = row.rollout[i];
-      tip += ` · ${SHADES[other]} ${fmt(row[other][i])}`;
+    Object.assign(span.dataset, { index: i, token });
+    const parts = [];
+    for (const kind of view.shade ? [view.shade, ...SHADE_ORDER.filter((k) => k !== view.shade)] : []) {
+      if (!Array.isArray(row[kind])) continue;
+      span.dataset[kind] = row[kind][i];
+      parts.push(`${shadeName(kind)} ${fmt(row[kind][i])}`);
     }
+    if (view.shade) {
+      const weight = row[view.shade][i];
+      const rgb = colour(scale.at(weight));
+      if (prefersLightText(rgb)) span.classList.add("light");
+      span.style.setProperty("--shade", css(rgb));
+      span.dataset.weight = weight;
+    }
+    const tip = parts.length ? `“${token}”: ${parts.join(" · ")}` : `“${token}”`;
     span.dataset.tip = tip;
     span.setAttribute("aria-label", tip);
     return span;
@@ -279,10 +294,13 @@
     $("matrix-body").hidden = !withMatrix;
     if (!withMatrix) return;
     const [layers, heads] = [view.rows[0].self_attention.length, view.rows[0].self_attention[0].length];
-    const numbered = (n, word) => Array.from({ length: n }, (_, i) => [String(i), `${word} ${i + 1} of ${n}`]);
+    const named = view.model?.attention?.layers ?? [];
+    const numbered = (n, word, names = []) => Array.from({ length: n }, (_, i) => [
+      String(i), `${word} ${i + 1} of ${n}` + (names.length === n ? ` · ${short(names[i], 24)}` : ""),
+    ]);
     fillSelect($("sequence"), view.texts.map((text, i) => [String(i), `${i + 1}: ${short(text, 40)}`]));
     $("sequence-field").hidden = view.rows.length < 2;
-    fillSelect($("layer"), numbered(layers, "Layer"));
+    fillSelect($("layer"), numbered(layers, "Layer", named));
     fillSelect($("head"), numbered(heads, "Head"));
     drawHeatmap();
   }
@@ -367,7 +385,8 @@
     });
     for (const input of document.querySelectorAll('input[name="shade"], input[name="scale"]')) {
       input.addEventListener("change", () => {
-        view.shade = document.querySelector('input[name="shade"]:checked').value;
+        view.preferred = document.querySelector('input[name="shade"]:checked')?.value ?? view.preferred;
+        view.shade = view.preferred;
         view.stretch = document.querySelector('input[name="scale"]:checked').value === "stretch";
         renderSequences();
         if (view.heat && !$("matrix-body").hidden) drawHeatmap();

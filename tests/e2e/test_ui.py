@@ -35,6 +35,7 @@ SCREENSHOT = ROOT / "artifacts" / "ui-screenshot.png"
 # Two spaces, a tab, an accent and a character outside the BMP: offsets count code points, JavaScript UTF-16 units.
 TEXT = "I  love how this café\thandles, but the battery dies far too soon 😀!"
 DARKEST = "rgb(8, 48, 107)"  # top of the colour scale
+LIGHTEST = "rgb(247, 251, 255)"  # its bottom
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +132,14 @@ def test_page_shows_label_shaded_tokens_and_heatmap_as_the_api_returns_them(
     assert [t["token"] for t in tokens] == expected["tokens"]
     assert [float(t["attention"]) for t in tokens] == pytest.approx(expected["attention"], abs=1e-7)
     assert [float(t["rollout"]) for t in tokens] == pytest.approx(expected["rollout"], abs=1e-7)
-    assert_shaded_by(tokens, expected["attention"])
+    assert_shaded_by(tokens, expected["rollout"])  # the default view
     # Each token shows its own span of the text, and the characters between tokens are kept.
     assert [t["text"] for t in tokens] == [TEXT[start:end] for start, end in expected["offsets"]]
     expect(card.locator(".tokens")).to_have_text(TEXT, use_inner_text=False)
     expect(card.locator(".cut")).to_have_count(0)
 
-    page.get_by_role("radio", name="Rollout").check()
-    assert_shaded_by(token_data(page), expected["rollout"])
+    page.get_by_role("radio", name="Pooling attention").check()
+    assert_shaded_by(token_data(page), expected["attention"])
 
     layer, head = 1, 2
     page.select_option("#layer", str(layer))
@@ -164,6 +165,22 @@ def test_page_shows_label_shaded_tokens_and_heatmap_as_the_api_returns_them(
     assert console == []  # no script error, and nothing refused by the Content-Security-Policy
 
 
+def test_the_default_view_spreads_the_shades_over_the_whole_scale(page: Page, server: RunningServer) -> None:
+    """On the bundled model one text's pooling weights differ by a factor of 1.2-2: from 0 to max they all came out
+    dark. The default is rollout from its smallest to its largest weight: the lightest token gets the lightest
+    colour, the deciding word the darkest, and every exact weight stays on hover."""
+    text = "I love how smooth the ride was"
+    expected = predict(server, [text]).json()["predictions"][0]
+    explain(page, text)
+    tokens = token_data(page)
+    expect(page.get_by_role("radio", name="Rollout")).to_be_checked()
+    expect(page.get_by_role("radio", name="Min to max")).to_be_checked()
+    by_weight = sorted(tokens, key=lambda t: float(t["weight"]))
+    assert (by_weight[0]["background"], by_weight[-1]["background"]) == (LIGHTEST, DARKEST)
+    assert by_weight[-1]["token"] == expected["tokens"][max(range(len(tokens)), key=expected["rollout"].__getitem__)]
+    assert all(f"pooling attention {float(t['attention']):.4f}" in t["tip"] for t in tokens)
+
+
 def test_keyboard_reaches_every_control_and_tokens_announce_their_weight(page: Page, server: RunningServer) -> None:
     expected = predict(server, [TEXT]).json()["predictions"][0]
     explain(page, TEXT)
@@ -179,7 +196,7 @@ def test_keyboard_reaches_every_control_and_tokens_announce_their_weight(page: P
         order.append(focused)
         if focused.startswith("token"):
             break
-    assert order[:-1] == ["model", "version", "truncate", "SUMMARY", "submit", "shade=attention", "scale=zero"]
+    assert order[:-1] == ["model", "version", "truncate", "SUMMARY", "submit", "shade=rollout", "scale=stretch"]
     assert order[-1].startswith("token")
 
     token = page.locator(":focus")
@@ -188,10 +205,11 @@ def test_keyboard_reaches_every_control_and_tokens_announce_their_weight(page: P
     assert outline == ["solid", "3px"]  # focus is visible
     for index in (0, 1):
         label = token.get_attribute("aria-label") or ""
-        assert label.startswith(f"“{expected['tokens'][index]}”: pooling attention")
-        announced = re.search(r"pooling attention (\d+\.\d+)", label)
-        assert announced is not None
-        assert float(announced.group(1)) == pytest.approx(expected["attention"][index], abs=5e-5)
+        assert label.startswith(f"“{expected['tokens'][index]}”: rollout")
+        for kind, words in (("rollout", "rollout"), ("attention", "pooling attention")):
+            announced = re.search(rf"{words} (\d+\.\d+)", label)
+            assert announced is not None
+            assert float(announced.group(1)) == pytest.approx(expected[kind][index], abs=5e-5)
         tip = token.evaluate("t => getComputedStyle(t, '::after').content")
         assert label in tip  # the same words appear beside the token, on focus as on hover
         page.keyboard.press("ArrowRight")

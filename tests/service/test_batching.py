@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from service.batching import Batcher, BatchPolicy, BatchStats, pad, split_by_length
+from service.batching import Batcher, BatchPolicy, BatchStats, PadRule, group_by_length, pad, split_by_length
 from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 
 pytestmark = pytest.mark.anyio
@@ -56,7 +56,7 @@ def test_pad_right_pads_with_mask() -> None:
 
 async def test_items_submitted_together_form_one_batch_and_get_their_own_rows() -> None:
     recorder = Recorder()
-    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8), 0, ("total", "length"))
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8), PadRule(0), ("total", "length"))
     rows = [np.arange(1, n + 1) for n in (3, 1, 5, 2)]
     results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
     assert [b.shape for b in recorder.batches] == [(4, 5)]
@@ -68,7 +68,7 @@ async def test_items_submitted_together_form_one_batch_and_get_their_own_rows() 
 
 async def test_requests_arriving_while_busy_are_merged_into_the_next_batch() -> None:
     recorder = Recorder(hold_first=True)
-    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8, batches_in_flight=1), 0, ("total", "length"))
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8, batches_in_flight=1), PadRule(0), ("total", "length"))
     first = batcher.submit([np.array([1])], False, deadline())
     await wait_started(recorder)
     later = [batcher.submit([np.array([i, i])], False, deadline())[0] for i in range(2, 6)]
@@ -81,7 +81,7 @@ async def test_requests_arriving_while_busy_are_merged_into_the_next_batch() -> 
 
 async def test_max_batch_size_splits_batches() -> None:
     recorder = Recorder()
-    batcher = Batcher(recorder, BatchPolicy(max_batch_size=3, batches_in_flight=1), 0, ("total", "length"))
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=3, batches_in_flight=1), PadRule(0), ("total", "length"))
     await asyncio.gather(*batcher.submit([np.array([i]) for i in range(7)], False, deadline()))
     assert [len(b) for b in recorder.batches] == [3, 3, 1]
     await batcher.close()
@@ -90,7 +90,7 @@ async def test_max_batch_size_splits_batches() -> None:
 async def test_queue_delay_waits_for_the_batch_to_fill() -> None:
     recorder = Recorder()
     policy = BatchPolicy(max_batch_size=2, max_queue_delay_s=30.0, batches_in_flight=1)
-    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
     first = batcher.submit([np.array([1])], False, deadline(60))
     for _ in range(5):
         await asyncio.sleep(0)  # let the loop take the first item and start waiting for company
@@ -104,7 +104,7 @@ async def test_queue_delay_waits_for_the_batch_to_fill() -> None:
 async def test_length_buckets_keep_short_sequences_apart_from_long_ones() -> None:
     recorder = Recorder()
     policy = BatchPolicy(max_batch_size=8, length_buckets=(16,), batches_in_flight=1)
-    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
     rows = [np.ones(3, int), np.ones(100, int), np.ones(4, int), np.ones(90, int)]
     results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
     assert sorted(b.shape for b in recorder.batches) == [(2, 4), (2, 100)]
@@ -114,7 +114,7 @@ async def test_length_buckets_keep_short_sequences_apart_from_long_ones() -> Non
 
 async def test_explain_outputs_are_computed_only_when_asked() -> None:
     recorder = Recorder()
-    batcher = Batcher(recorder, BatchPolicy(), 0, ("total", "length"), ("square",))
+    batcher = Batcher(recorder, BatchPolicy(), PadRule(0), ("total", "length"), ("square",))
     plain = await batcher.submit([np.array([3])], False, deadline())[0]
     explained = await batcher.submit([np.array([3])], True, deadline())[0]
     assert "square" not in plain
@@ -125,7 +125,7 @@ async def test_explain_outputs_are_computed_only_when_asked() -> None:
 async def test_full_queue_is_refused_at_once_with_retry_after() -> None:
     recorder = Recorder(hold_first=True)
     policy = BatchPolicy(max_batch_size=1, max_queue_size=2, batches_in_flight=1)
-    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
     running = batcher.submit([np.array([1])], False, deadline())
     await wait_started(recorder)
     queued = batcher.submit([np.array([2]), np.array([3])], False, deadline())
@@ -140,7 +140,7 @@ async def test_full_queue_is_refused_at_once_with_retry_after() -> None:
 
 async def test_item_past_its_deadline_is_answered_without_running() -> None:
     recorder = Recorder(hold_first=True)
-    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), 0, ("total", "length"))
+    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), PadRule(0), ("total", "length"))
     running = batcher.submit([np.array([1])], False, deadline())
     await wait_started(recorder)
     late = batcher.submit([np.array([2])], False, deadline(0.05))[0]
@@ -155,7 +155,7 @@ async def test_item_past_its_deadline_is_answered_without_running() -> None:
 async def test_failed_batch_fails_each_of_its_items_and_the_next_batch_works() -> None:
     recorder = Recorder()
     seen: list[BatchStats] = []
-    batcher = Batcher(recorder, BatchPolicy(), 0, ("total", "length"), observe=seen.append)
+    batcher = Batcher(recorder, BatchPolicy(), PadRule(0), ("total", "length"), observe=seen.append)
     recorder.fail_next = True
     failed = batcher.submit([np.array([1]), np.array([2])], False, deadline())
     for future in failed:
@@ -169,7 +169,7 @@ async def test_failed_batch_fails_each_of_its_items_and_the_next_batch_works() -
 
 async def test_cancelled_items_are_skipped() -> None:
     recorder = Recorder(hold_first=True)
-    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), 0, ("total", "length"))
+    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), PadRule(0), ("total", "length"))
     running = batcher.submit([np.array([1])], False, deadline())
     await wait_started(recorder)
     gone, kept = batcher.submit([np.array([2]), np.array([3])], False, deadline())
@@ -182,7 +182,7 @@ async def test_cancelled_items_are_skipped() -> None:
 
 async def test_close_finishes_queued_work_then_refuses_new_items() -> None:
     recorder = Recorder()
-    batcher = Batcher(recorder, BatchPolicy(max_batch_size=1, batches_in_flight=1), 0, ("total", "length"))
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=1, batches_in_flight=1), PadRule(0), ("total", "length"))
     queued = batcher.submit([np.array([i]) for i in range(3)], False, deadline())
     await batcher.close()
     assert [f.result()["total"] for f in queued] == [0, 1, 2]
@@ -203,10 +203,36 @@ def test_split_by_length_groups_neighbouring_lengths() -> None:
 async def test_a_split_batch_runs_calls_of_neighbouring_lengths_and_answers_in_order() -> None:
     recorder = Recorder()
     policy = BatchPolicy(max_batch_size=8, batches_in_flight=1, split_min=2)
-    batcher = Batcher(recorder, policy, 0, ("total", "length"))
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
     rows = [np.arange(1, n + 1) for n in (5, 1, 6, 2)]
     results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
     assert [r["total"] for r in results] == [15, 1, 21, 3]
     assert [r["length"] for r in results] == [5, 1, 6, 2]
     assert [b.shape for b in recorder.batches] == [(2, 2), (2, 6)]  # each call padded to its own longest
+    await batcher.close()
+
+
+def test_group_by_length_keeps_first_appearance_order() -> None:
+    assert group_by_length([3, 1, 3, 2, 1]) == [[0, 2], [1, 4], [3]]
+
+
+async def test_an_unpaddable_model_never_sees_padding() -> None:
+    recorder = Recorder()
+    policy = BatchPolicy(max_batch_size=8, batches_in_flight=1, split_min=2)
+    batcher = Batcher(recorder, policy, PadRule(0, paddable=False), ("total", "length"))
+    rows = [np.arange(1, n + 1) for n in (3, 1, 3, 2, 1)]
+    results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
+    assert [r["total"] for r in results] == [6, 1, 6, 3, 1]
+    assert sorted(b.shape for b in recorder.batches) == [(1, 2), (2, 1), (2, 3)]  # one call per length
+    assert all(np.all(b != 0) for b in recorder.batches)  # no pad id anywhere
+    await batcher.close()
+
+
+async def test_a_fixed_width_graph_is_always_padded_to_its_width() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchPolicy(batches_in_flight=1), PadRule(7, width=6), ("total", "length"))
+    rows = [np.arange(1, n + 1) for n in (3, 1)]
+    results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
+    assert [r["length"] for r in results] == [3, 1]
+    assert [b.tolist() for b in recorder.batches] == [[[1, 2, 3, 7, 7, 7], [1, 7, 7, 7, 7, 7]]]
     await batcher.close()

@@ -40,7 +40,7 @@ def test_bad_json_is_invalid_input(body: bytes) -> None:
 def test_attention_choices() -> None:
     assert codec.decode_attention("none", "p") == frozenset()
     assert codec.decode_attention(["pooling", "rollout"], "p") == {"attention", "rollout"}
-    assert codec.decode_attention("all", "p") == {"attention", "self_attention", "rollout"}
+    assert codec.decode_attention("all", "p") == {"all"}
     with pytest.raises(InvalidInput, match="got 'everything'"):
         codec.decode_attention("everything", "p")
 
