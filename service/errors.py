@@ -5,6 +5,18 @@ Messages say what was wrong and where, and never carry a path, a trace or an int
 
 from __future__ import annotations
 
+QUOTE_LIMIT = 40
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """Something the client sent, for an error message: quoted, and cut (saying so) past ``limit`` characters.
+
+    An error must stay small whatever was sent (a 20,000-character model name in a URL, a huge header).
+    """
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… (cut, {len(value)} characters)"
+
 
 class ServiceError(Exception):
     """Base of every error a client may see; ``status`` is the HTTP status to answer with."""
@@ -66,6 +78,12 @@ class Unavailable(ServiceError):
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message, {"Retry-After": str(retry_after_s)})
+
+
+class LoadFailed(ServiceError):
+    """The repository could not load the model: waiting will not help until its files change (Triton: 400 too)."""
+
+    status = 400
 
 
 class DeadlineExceeded(ServiceError):

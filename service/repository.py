@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from service.batching import Batcher, BatchPolicy, BatchStats, PadRule
-from service.errors import NotFound, Unavailable
+from service.errors import LoadFailed, NotFound, Unavailable, quote
 from service.model_folder import LoadedFolder, ModelFolderError, fingerprint, load_folder, valid_name
 from service.runtime import RuntimeOptions, release_memory
 
@@ -93,25 +93,32 @@ class ModelRepository:
         return sorted(set(self._serving) | set(self._status))
 
     def get(self, name: str, version: int | None = None) -> ServedVersion:
-        """The version asked for, or the newest serving one; NotFound or Unavailable otherwise."""
+        """The version asked for, or the newest serving one.
+
+        Unavailable (503, retry) only while a version is loading or unloading, which waiting cures; NotFound (404)
+        for a model or version that does not serve and will not without a change to the repository.
+        """
         versions = self._serving.get(name)
         if not versions:
-            if name in self._status:
-                raise Unavailable(f"model '{name}' has no version ready to serve")
-            raise NotFound(f"unknown model '{name}'")
+            if name not in self._status:
+                raise NotFound(f"unknown model {quote(name)}")
+            if any(s.state in (State.LOADING, State.UNLOADING) for s in self._status[name].values()):
+                raise Unavailable(f"model {quote(name)} has no version ready to serve yet")
+            states = ", ".join(f"version {s.version} {s.state.lower()}" for s in self.statuses(name))
+            raise NotFound(f"model {quote(name)} has no serving version ({states})")
         if version is None:
             return versions[max(versions)]
         served = versions.get(version)
         if served is None:
             status = self._status.get(name, {}).get(version)
             if status is not None and status.state in (State.LOADING, State.UNLOADING):
-                raise Unavailable(f"model '{name}' version {version} is {status.state.lower()}")
-            raise NotFound(f"model '{name}' has no serving version {version}")
+                raise Unavailable(f"model {quote(name)} version {version} is {status.state.lower()}")
+            raise NotFound(f"model {quote(name)} has no serving version {version}")
         return served
 
     def statuses(self, name: str) -> list[VersionStatus]:
         if name not in self._status:
-            raise NotFound(f"unknown model '{name}'")
+            raise NotFound(f"unknown model {quote(name)}")
         return [self._status[name][v] for v in sorted(self._status[name], reverse=True)]
 
     def serving(self, name: str) -> list[ServedVersion]:
@@ -172,18 +179,19 @@ class ModelRepository:
         async with self._lock:
             versions = self._scan().get(name)
             if not versions:
-                raise NotFound(f"no model '{name}' in the repository")
+                raise NotFound(f"no model {quote(name)} in the repository")
             self._unloaded.discard(name)
             self._expected.add(name)
             await self._reconcile(name, versions)
             if not self._serving.get(name):
-                raise Unavailable(f"model '{name}' failed to load; see its version status")
+                reasons = "; ".join(f"version {s.version}: {s.error}" for s in self.statuses(name) if s.error)
+                raise LoadFailed(f"model {quote(name)} failed to load ({reasons or 'no version'})")
 
     async def unload_model(self, name: str) -> None:
         """Stop serving a model until it is loaded again (admin)."""
         async with self._lock:
             if name not in self._serving and name not in self._status:
-                raise NotFound(f"unknown model '{name}'")
+                raise NotFound(f"unknown model {quote(name)}")
             self._unloaded.add(name)
             for version in list(self._serving.get(name, {})):
                 await self._unload(name, version)

@@ -10,7 +10,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
-from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType, quote
 
 log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
@@ -41,14 +41,14 @@ def media_type(request: Request) -> str:
 def check_encoding(request: Request) -> None:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise UnsupportedMediaType(f"compressed request bodies ({encoding}) are not accepted; send plain JSON")
+        raise UnsupportedMediaType(f"compressed request bodies ({quote(encoding)}) are not accepted; send plain JSON")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing more than ``limit`` bytes (declared or streamed, chunked included)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+        raise PayloadTooLarge(f"the request body is {quote(declared)} bytes; the limit is {limit}")
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
@@ -64,7 +64,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_json(request: Request, limit: int) -> Any:
     """Parse a JSON body strictly: no NaN or Infinity, no invalid UTF-8 or lone surrogates."""
     if media_type(request) not in JSON_TYPES:
-        shown = media_type(request) or "none"
+        shown = quote(media_type(request)) if media_type(request) else "none"
         raise UnsupportedMediaType(f"Content-Type must be application/json (got {shown})")
     check_encoding(request)
     return parse_json(await read_body(request, limit))
@@ -83,6 +83,16 @@ def expect_object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {kind(value)}")
     return value
+
+
+def unknown_fields(fields: Any, where: str, what: str = "unknown field(s)") -> str:
+    """``where: unknown field(s) [...]``, each name quoted and cut, at most five."""
+    return f"{where}: {what} [{', '.join(quote(str(f)) for f in sorted(fields)[:5])}]"
+
+
+def shown(value: Any) -> str:
+    """A value the client sent, for a message: a string quoted and cut, anything else by its type."""
+    return quote(value) if isinstance(value, str) else kind(value)
 
 
 def kind(value: Any) -> str:
@@ -130,7 +140,7 @@ def decode_timeout_ms(value: Any, where: str) -> float:
 
 def parse_version(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 2**63:
-        raise InvalidInput(f"version {text[:32]!r} is not a positive integer")
+        raise InvalidInput(f"version {quote(text)} is not a positive integer")
     return int(text)
 
 
@@ -150,8 +160,7 @@ def decode_attention(value: Any, where: str) -> frozenset[str]:
     wanted: frozenset[str] = frozenset()
     for choice in choices:
         if not isinstance(choice, str) or choice not in ATTENTION_CHOICES:
-            got = repr(choice[:40]) if isinstance(choice, str) else kind(choice)
-            raise InvalidInput(f"{where}: expected one or a list of {sorted(ATTENTION_CHOICES)}, got {got}")
+            raise InvalidInput(f"{where}: expected one or a list of {sorted(ATTENTION_CHOICES)}, got {shown(choice)}")
         wanted |= ATTENTION_CHOICES[choice]
     return wanted
 

@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.dataplane import InferenceRequest, InferenceResult, Prediction, available_outputs
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, quote
 from service.protocols import codec, schemas, tensors
 from service.protocols.deps import AppState, AppStateDep, app_state, authorize_inference
 from service.protocols.hot import hot
@@ -81,7 +81,7 @@ def decode_request(body: Any, name: str, version: int | None) -> tuple[Inference
     fields = codec.expect_object(body, "body")
     unknown = set(fields) - {"instances", "inputs", "signature_name", "parameters"}
     if unknown:
-        raise InvalidInput(f"body: unknown field(s) {sorted(unknown)[:5]}")
+        raise InvalidInput(codec.unknown_fields(unknown, "body"))
     if ("instances" in fields) == ("inputs" in fields):
         raise InvalidInput("body: send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     signature = fields.get("signature_name")
@@ -106,7 +106,7 @@ def decode_parameters(value: Any) -> dict[str, Any]:
     fields = codec.expect_object(value, "parameters")
     unknown = set(fields) - {"attention", "truncate", "timeout_ms"}
     if unknown:
-        raise InvalidInput(f"parameters: unknown field(s) {sorted(unknown)[:5]}")
+        raise InvalidInput(codec.unknown_fields(unknown, "parameters"))
     options: dict[str, Any] = {}
     if "attention" in fields:
         options["outputs"] = codec.decode_attention(fields["attention"], "parameters.attention")
@@ -189,7 +189,7 @@ async def predict_label(name: str, label: str, request: Request) -> Response:
 def resolve_label(state: AppState, name: str, label: str) -> int:
     version = state.settings.version_labels.get(name, {}).get(label)
     if version is None:
-        raise NotFound(f"model '{name}' has no version label '{label[:64]}'")
+        raise NotFound(f"model {quote(name)} has no version label {quote(label)}")
     return version
 
 
@@ -198,7 +198,7 @@ def version_status(state: AppStateDep, name: str, version: int | None) -> dict[s
     if version is not None:
         statuses = [s for s in statuses if s.version == version]
         if not statuses:
-            raise NotFound(f"model '{name}' has no version {version}")
+            raise NotFound(f"model {quote(name)} has no version {version}")
     entries = []
     for status in statuses:
         failed = status.state == State.FAILED

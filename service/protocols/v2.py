@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.dataplane import describe
-from service.errors import InvalidInput, NotFound, UnsupportedMediaType
+from service.errors import InvalidInput, NotFound, UnsupportedMediaType, quote
 from service.protocols import codec, schemas, tensors, v2_codec
 from service.protocols.deps import AppStateDep, app_state, authorize_inference
 from service.protocols.hot import hot
@@ -29,7 +29,9 @@ async def read_infer_body(request: Request, limit: int) -> tuple[Any, bytes]:
     """The JSON header (the whole body, or its first Inference-Header-Content-Length bytes) and the rest."""
     media = codec.media_type(request)
     if media not in INFER_MEDIA_TYPES:
-        raise UnsupportedMediaType(f"Content-Type must be application/json or application/octet-stream (got {media})")
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json or application/octet-stream (got {quote(media)})"
+        )
     codec.check_encoding(request)
     body = await codec.read_body(request, limit)
     declared = request.headers.get(HEADER_LENGTH)
@@ -109,7 +111,7 @@ async def model_version_metadata(name: str, version: str, state: AppStateDep) ->
 
 def _readiness(state: AppStateDep, name: str, version: int | None) -> Response:
     if name not in state.repository.names():
-        raise NotFound(f"unknown model '{name}'")
+        raise NotFound(f"unknown model {quote(name)}")
     ready = state.repository.model_ready(name, version)
     return codec.json_response({"name": name, "ready": ready}, 200 if ready else 400)
 

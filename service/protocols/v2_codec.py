@@ -60,7 +60,7 @@ def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> D
     fields = codec.expect_object(body, "body")
     unknown = set(fields) - {"id", "parameters", "inputs", "outputs"}
     if unknown:
-        raise InvalidInput(f"body: unknown field(s) {sorted(unknown)[:5]}")
+        raise InvalidInput(codec.unknown_fields(unknown, "body"))
     request_id = fields.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"id: expected a string, got {codec.kind(request_id)}")
@@ -82,7 +82,7 @@ def _request_parameters(value: Any) -> dict[str, Any]:
     parameters = codec.expect_object(value, "parameters")
     unknown = set(parameters) - REQUEST_PARAMETERS
     if unknown:
-        raise InvalidInput(f"parameters: unsupported parameter(s) {sorted(unknown)[:5]}")
+        raise InvalidInput(codec.unknown_fields(unknown, "parameters", "unsupported parameter(s)"))
     for flag in ("binary_data_output", "truncate"):
         if flag in parameters:
             codec.decode_flag(parameters[flag], f"parameters.{flag}")
@@ -108,7 +108,7 @@ def _decode_inputs(value: Any, binary: _Binary) -> dict[str, np.ndarray | list[s
         fields = codec.expect_object(tensor, f"inputs[{index}]")
         name = fields.get("name")
         if name not in INPUTS:
-            raise InvalidInput(f"inputs[{index}].name: expected one of {list(INPUTS)}, got {codec.kind(name)}")
+            raise InvalidInput(f"inputs[{index}].name: expected one of {list(INPUTS)}, got {codec.shown(name)}")
         if name in decoded:
             raise InvalidInput(f"inputs[{index}]: input '{name}' is given twice")
         decoded[name] = _decode_tensor(fields, f"input '{name}'", binary)
@@ -131,7 +131,7 @@ def _decode_tensor(fields: dict[str, Any], where: str, binary: _Binary) -> np.nd
     datatype = fields.get("datatype")
     expected = ("BYTES",) if is_text else ID_TYPES
     if not isinstance(datatype, str) or datatype not in expected:
-        raise InvalidInput(f"{where}.datatype: expected {' or '.join(expected)}, got {codec.kind(datatype)}")
+        raise InvalidInput(f"{where}.datatype: expected {' or '.join(expected)}, got {codec.shown(datatype)}")
     parameters = codec.expect_object(fields.get("parameters") or {}, f"{where}.parameters")
     if "shared_memory_region" in parameters:
         raise InvalidInput(f"{where}: shared-memory tensors are not supported; send the data in the request")
@@ -205,7 +205,7 @@ def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutpu
         fields = codec.expect_object(item, f"outputs[{index}]")
         name = fields.get("name")
         if name not in OUTPUTS:
-            shown = repr(name[:64]) if isinstance(name, str) else codec.kind(name)
+            shown = codec.shown(name)
             raise InvalidInput(f"outputs[{index}].name: unknown output {shown}; outputs are {list(OUTPUTS)}")
         if any(o.name == name for o in outputs):
             raise InvalidInput(f"outputs[{index}]: output '{name}' is asked for twice")

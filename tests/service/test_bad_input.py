@@ -16,6 +16,8 @@ NATIVE = "/v1/models/sentiment:predict"
 V2 = "/v2/models/sentiment/infer"
 JSON = {"Content-Type": "application/json"}
 LIMITS = {"max_body_bytes": 4096, "max_instances": 8, "max_text_chars": 500}
+MAX_ERROR_BYTES = 400  # whatever was sent: an error quotes at most a short, marked prefix of it
+HUGE = "n" * 20_000
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def assert_clean_error(response: object, status: int, fragment: str) -> None:
     text = response.text  # type: ignore[attr-defined]
     for leak in ("Traceback", "/work", "/tmp", "site-packages", "onnxruntime", ".py"):
         assert leak not in text
-    assert len(text) < 1000
+    assert len(response.content) <= MAX_ERROR_BYTES  # type: ignore[attr-defined]
 
 
 RAW_BODIES = [
@@ -115,7 +117,7 @@ def test_only_json_is_accepted(client: TestClient, content_type: str | None) -> 
 def test_compressed_bodies_are_refused(client: TestClient, path: str) -> None:
     body = gzip.compress(b'{"instances": ["ok"]}')
     response = client.post(path, content=body, headers={**JSON, "Content-Encoding": "gzip"})
-    assert_clean_error(response, 415, "compressed request bodies (gzip) are not accepted")
+    assert_clean_error(response, 415, "compressed request bodies ('gzip') are not accepted")
 
 
 def test_body_over_the_limit_is_refused_declared_or_chunked(client: TestClient) -> None:
@@ -162,3 +164,79 @@ def test_the_server_keeps_serving_after_all_of_it(client: TestClient) -> None:
     assert response.status_code == 200
     metrics = client.get("/metrics").text
     assert 'outcome="error"' not in metrics
+
+
+V2_TEXT = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["ok"]}]}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("post", f"/v1/models/{HUGE}:predict", 404),
+        ("post", f"/v1/models/{HUGE}/versions/1:predict", 404),
+        ("post", f"/v1/models/sentiment/versions/{HUGE}:predict", 400),
+        ("post", f"/v1/models/sentiment/labels/{HUGE}:predict", 404),
+        ("post", f"/v1/models/{HUGE}/labels/stable:predict", 404),
+        ("get", f"/v1/models/{HUGE}", 404),
+        ("get", f"/v1/models/{HUGE}/metadata", 404),
+        ("get", f"/v1/models/sentiment/versions/{HUGE}", 400),
+        ("post", f"/v2/models/{HUGE}/infer", 404),
+        ("post", f"/v2/models/sentiment/versions/{HUGE}/infer", 400),
+        ("get", f"/v2/models/{HUGE}", 404),
+        ("get", f"/v2/models/{HUGE}/ready", 404),
+        ("get", f"/v2/models/{HUGE}/versions/1/ready", 404),
+    ],
+)
+def test_errors_never_reflect_an_unbounded_name(client: TestClient, method: str, path: str, status: int) -> None:
+    body = V2_TEXT if path.startswith("/v2") else {"instances": ["ok"]}
+    response = getattr(client, method)(path, **({"json": body} if method == "post" else {}))
+    assert_clean_error(response, status, "(cut, 20000 characters)")
+
+
+@pytest.fixture
+def roomy_client(make_repository: Callable[..., Path]) -> Iterator[TestClient]:
+    """The suite's limits, but room for a 64 kB body: long values must be cut by the errors, not the body limit."""
+    settings = settings_for(make_repository(), **{**LIMITS, "max_body_bytes": 64 * 1024})
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragment"),
+    [
+        (NATIVE, {"instances": ["ok"], HUGE: 1}, "body: unknown field(s) ['nnnn"),
+        (NATIVE, {"instances": ["ok"], "parameters": {HUGE: 1}}, "parameters: unknown field(s) ['nnnn"),
+        (NATIVE, {"instances": ["ok"], "parameters": {"attention": HUGE}}, "got 'nnnn"),
+        (V2, {**V2_TEXT, HUGE: 1}, "body: unknown field(s) ['nnnn"),
+        (V2, {**V2_TEXT, "parameters": {HUGE: 1}}, "unsupported parameter(s) ['nnnn"),
+        (V2, {**V2_TEXT, "outputs": [{"name": HUGE}]}, "unknown output 'nnnn"),
+        (V2, {"inputs": [{"name": HUGE, "datatype": "BYTES", "shape": [1], "data": ["ok"]}]}, "got 'nnnn"),
+    ],
+)
+def test_errors_quote_a_cut_prefix_of_long_values(
+    roomy_client: TestClient, path: str, body: dict, fragment: str
+) -> None:
+    response = roomy_client.post(path, json=body)
+    assert_clean_error(response, 400, fragment)
+    assert "(cut, 20000 characters)" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ({"Content-Type": "text/" + HUGE}, "(got 'text/nnn"),
+        ({**JSON, "Content-Encoding": HUGE}, "compressed request bodies ('nnnn"),
+    ],
+)
+@pytest.mark.parametrize("path", [NATIVE, V2])
+def test_errors_quote_a_cut_prefix_of_long_headers(client: TestClient, path: str, headers: dict, fragment: str) -> None:
+    response = client.post(path, content=b"{}", headers=headers)
+    assert_clean_error(response, 415, fragment)
+    assert "(cut, 200" in response.json()["error"]
+
+
+def test_a_wrong_datatype_is_named(client: TestClient) -> None:
+    body = {"inputs": [{"name": "input_ids", "datatype": "FP16", "shape": [1, 2], "data": [1, 2]}]}
+    assert_clean_error(
+        client.post(V2, json=body), 400, "input 'input_ids'.datatype: expected INT32 or INT64, got 'FP16'"
+    )

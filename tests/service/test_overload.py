@@ -86,3 +86,81 @@ async def test_requests_past_the_concurrency_limit_are_refused_but_probes_answer
             assert (await client.post("/v1/models/sentiment:predict", json={"instances": ["third"]})).status_code == 200
     finally:
         await app.state.core.repository.stop()
+
+
+async def test_what_the_request_itself_gets_wrong_is_a_400_even_when_the_queue_is_full(
+    make_repository: Callable[..., Path],
+) -> None:
+    """A 503 says "retry": a request that can never run must hear why at once, whatever the load."""
+    settings = settings_for(
+        make_repository(), max_queue_size=4, max_instances=4, max_batch_size=8, max_queue_delay_ms=60_000
+    )
+    app = create_app(settings)
+    repository = app.state.core.repository
+    await repository.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = {"instances": ["one", "two", "three", "four"], "parameters": {"timeout_ms": 2_000}}
+            queued = asyncio.ensure_future(client.post("/v1/models/sentiment:predict", json=body))
+            await until(lambda: repository.get("sentiment").batcher.depth == 4)
+            wrong = [
+                ({"instances": ["x"] * 5}, "5 sequences, more than the limit of 4"),
+                ({"instances": ["word " * 200]}, "more than the model's maximum of 128"),
+                ({"instances": [[5, 9000]]}, "token id 9000 is outside the vocabulary"),
+                ({"instances": ["ok"], "parameters": {"attention": "heads"}}, "parameters.attention"),
+            ]
+            for bad, fragment in wrong:
+                response = await client.post("/v1/models/sentiment:predict", json=bad)
+                assert response.status_code == 400, response.text
+                assert fragment in response.json()["error"]
+            full = await client.post("/v1/models/sentiment:predict", json={"instances": ["fine"]})
+            assert full.status_code == 503  # only what waiting can cure
+            assert (await queued).status_code == 504
+    finally:
+        await repository.stop()
+
+
+MANY = ["a short text"] * 5_000  # more than MAX_QUEUE_SIZE (4,096) and MAX_INSTANCES (256), the defaults
+
+
+def _v2_binary(texts: list[str]) -> tuple[bytes, dict[str, str]]:
+    import orjson
+
+    from service.protocols.tensors import encode_bytes_elements
+
+    data = encode_bytes_elements(texts)
+    header = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "parameters": {}}]}
+    header["inputs"][0]["parameters"]["binary_data_size"] = len(data)
+    head = orjson.dumps(header)
+    return head + data, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/sentiment:predict", {"instances": MANY}),
+        ("/v1/models/sentiment:predict", {"inputs": {"text": MANY}}),
+        (
+            "/v2/models/sentiment/infer",
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [5000], "data": MANY}]},
+        ),
+        ("/v2/models/sentiment/infer", None),
+    ],
+)
+async def test_a_request_larger_than_the_queue_is_a_400_not_a_retry(
+    make_repository: Callable[..., Path], path: str, body: dict | None
+) -> None:
+    app = create_app(settings_for(make_repository(), intra_op_threads=1))  # the default limits
+    await app.state.core.repository.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            if body is None:
+                content, headers = _v2_binary(MANY)
+                response = await client.post(path, content=content, headers=headers)
+            else:
+                response = await client.post(path, json=body)
+        assert response.status_code == 400, response.text
+        assert "retry-after" not in response.headers
+        assert "5000 sequences, more than the limit of 256" in response.json()["error"]
+    finally:
+        await app.state.core.repository.stop()
