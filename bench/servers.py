@@ -56,11 +56,12 @@ class RunningServer:
 
 
 def service_spec(label: str, variant: str = "fp32", settings: Mapping[str, str] | None = None) -> ServerSpec:
-    """The service with its defaults, overridden by ``ATTENTION_SERVE_<NAME>`` settings (names without prefix)."""
+    """The service with the defaults a user gets (log level included), overridden by ``ATTENTION_SERVE_<NAME>``
+    settings (names without prefix)."""
     env = {f"ATTENTION_SERVE_{name.upper()}": value for name, value in (settings or {}).items()}
     command = (
         sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "{port}",
-        "--model-repository", "models", "--variant", variant, "--log-level", "warning",
+        "--model-repository", "models", "--variant", variant,
     )  # fmt: skip
     return ServerSpec(label, command, env)
 

@@ -32,12 +32,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+ACCESS_LOGGER = "uvicorn.access"
+
+
 def configure_logging(level: str) -> None:
+    """JSON lines on stderr for everything, except uvicorn's access log, which stays off.
+
+    Requests are logged by the service itself, one structured line each, only with ``LOG_REQUESTS``
+    (``service.telemetry``). uvicorn decides per connection whether to write access lines from whether its access
+    logger has a handler (its own or, propagating, the root's); each worker of ``--workers N`` runs this after
+    uvicorn set that logger up, so leaving it propagating would log every request of every worker.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers[:] = []
+    access.propagate = False

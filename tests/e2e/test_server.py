@@ -118,3 +118,26 @@ def test_workers_stop_when_their_supervisor_is_killed(make_repository: Callable[
     assert not alive, f"orphaned workers {alive}: {server.log.read_text()[-1500:]}"
     with pytest.raises(httpx.TransportError):  # and nothing holds the port any more
         httpx.get(f"{server.url}/v2/health/live", timeout=2)
+
+
+def logged(server: RunningServer, logger: str) -> int:
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    return sum(1 for line in lines if line.get("logger") == logger)
+
+
+@pytest.mark.parametrize(
+    ("workers", "log_requests", "per_request"), [("1", "false", 0), ("2", "false", 0), ("2", "true", 1)]
+)
+def test_only_log_requests_logs_requests_with_one_worker_or_many(
+    make_repository: Callable[..., Path], tmp_path: Path, workers: str, log_requests: str, per_request: int
+) -> None:
+    env = {"ATTENTION_SERVE_WORKERS": workers, "ATTENTION_SERVE_LOG_REQUESTS": log_requests}
+    server = start_server(make_repository(), tmp_path / "server.log", env=env)
+    try:
+        for _ in range(30):  # new connections, spread over the workers
+            response = httpx.post(f"{server.url}/v1/models/sentiment:predict", json={"instances": [TEXT]}, timeout=10)
+            assert response.status_code == 200
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
+    assert logged(server, "uvicorn.access") == 0
+    assert logged(server, "service.requests") == 30 * per_request
