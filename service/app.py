@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.activity import board_from_environment
 from service.admission import AdmissionMiddleware
 from service.batching import BatchPolicy
 from service.dataplane import DataPlane, Limits
@@ -55,6 +56,7 @@ def build_state(settings: Settings) -> AppState:
             cache_dir=settings.cache_dir,
             require_provider=settings.require_provider,
             allow_spinning=settings.allow_spinning,
+            lone_threads=settings.lone_threads,
         ),
         BatchPolicy(
             max_batch_size=settings.max_batch_size,
@@ -65,6 +67,7 @@ def build_state(settings: Settings) -> AppState:
             split_min=settings.batch_split_min,
         ),
         lambda name, version, stats: metrics.observe_batch(name, str(version), stats),
+        board_from_environment(),
     )
     dataplane = DataPlane(
         repository, Limits(settings.max_instances, settings.max_text_chars, settings.request_timeout_s)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.runtime import OnnxModel, RuntimeLoadError, RuntimeOptions
+from service.providers import RuntimeLoadError
+from service.runtime import OnnxModel, RuntimeOptions
 from service.signature import Signature, SignatureError, check_graph, read_signature
 from service.tokenizer import TextTokenizer
 

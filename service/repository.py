@@ -13,12 +13,15 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from service.batching import Batcher, BatchPolicy, BatchStats, PadRule
+import numpy as np
+
+from service.activity import ActivityBoard
+from service.batching import Batcher, BatchPolicy, BatchStats, PadRule, RunBatch
 from service.errors import LoadFailed, NotFound, Unavailable, quote
 from service.model_folder import LoadedFolder, ModelFolderError, fingerprint, load_folder, valid_name
 from service.runtime import RuntimeOptions, release_memory
@@ -75,9 +78,15 @@ Observer = Callable[[str, int, BatchStats], None]
 
 class ModelRepository:
     def __init__(
-        self, config: RepositoryConfig, runtime: RuntimeOptions, policy: BatchPolicy, observe: Observer
+        self,
+        config: RepositoryConfig,
+        runtime: RuntimeOptions,
+        policy: BatchPolicy,
+        observe: Observer,
+        board: ActivityBoard | None = None,
     ) -> None:
         self.config, self.runtime, self.policy, self._observe = config, runtime, policy, observe
+        self.board = board or ActivityBoard()
         self._serving: dict[str, dict[int, ServedVersion]] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._expected: set[str] = set(config.models or ())
@@ -271,7 +280,7 @@ class ModelRepository:
         policy = self.policy if loaded.model.device == "cpu" else dataclasses.replace(self.policy, split_min=0)
         padding = PadRule(signature.pad_id, signature.paddable, signature.fixed_length)
         batcher = Batcher(
-            loaded.model.predict, policy, padding, core, explain,
+            self._runner(loaded), policy, padding, core, explain,
             lambda stats: self._observe(spec.name, spec.version, stats),
         )  # fmt: skip
         versions = dict(self._serving.get(spec.name, {}))
@@ -282,6 +291,18 @@ class ModelRepository:
             "model %s version %s serving (variant %s, providers %s)",
             spec.name, spec.version, spec.variant, ",".join(loaded.model.providers),
         )  # fmt: skip
+
+    def _runner(self, loaded: LoadedFolder) -> RunBatch:
+        """The model's predict, counted on the activity board: a call that starts alone may take every core."""
+        model, board = loaded.model, self.board
+        if model.lone_session is None:
+            return model.predict
+
+        def run(ids: np.ndarray, mask: np.ndarray, roles: Sequence[str]) -> dict[str, np.ndarray]:
+            with board.running() as alone:
+                return model.predict(ids, mask, roles, alone)
+
+        return run
 
     async def _unload(self, name: str, version: int) -> None:
         versions = dict(self._serving.get(name, {}))

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions: provider choice, session options, IO binding. Numpy in, numpy out.
+"""ONNX Runtime sessions: session options, IO binding, the lone-batch session. Numpy in, numpy out.
 
 This is the model contract of the service: ``OnnxModel(path, options, max_shape, signature)``,
 ``predict(ids, mask, roles)`` keyed by the signature's roles (``probabilities``, ``attention``,
@@ -9,7 +9,6 @@ or batching.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import logging
@@ -20,12 +19,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.providers import (
+    CPU_PROVIDER,
+    RuntimeLoadError,
+    check_fallback,
+    choose_providers,
+    preload_gpu_libraries,
+    provider_options,
+)
 from service.signature import Signature, legacy_signature
 
 log = logging.getLogger(__name__)
 
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-CPU_PROVIDER = "CPUExecutionProvider"
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -58,10 +63,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-class RuntimeLoadError(RuntimeError):
-    """The graph could not be loaded, or no requested provider is available."""
-
-
 @dataclass(frozen=True)
 class RuntimeOptions:
     """Session settings; ``providers`` None means the best available."""
@@ -74,6 +75,7 @@ class RuntimeOptions:
     cache_dir: Path | None = None
     require_provider: bool = False
     allow_spinning: bool = False
+    lone_threads: int = 0  # a second CPU session with this many threads, for lone batches (when above intra-op)
 
 
 @dataclass(frozen=True)
@@ -90,67 +92,13 @@ def _spec(node: ort.NodeArg) -> TensorSpec:
     return TensorSpec(node.name, TYPE_NAMES.get(node.type, node.type), shape)
 
 
-def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
-    """The requested providers (all must exist), or GPU ones where usable, always ending with the CPU."""
-    if requested:
-        missing = [p for p in requested if p not in available]
-        if missing:
-            raise RuntimeLoadError(f"execution providers not available here: {missing} (available: {list(available)})")
-        chosen = list(requested)
-    else:
-        chosen = [p for p in GPU_PROVIDERS if p in available and _usable(p)]
-    return chosen if CPU_PROVIDER in chosen else [*chosen, CPU_PROVIDER]
-
-
-def places_on_accelerator(requested: Sequence[str] | None) -> bool:
-    """Whether sessions would go to a GPU provider first (onnxruntime-gpu lists CUDA even without a device)."""
+def _open(
+    path: Path, options: ort.SessionOptions, providers: list[str], settings: list[dict[str, str]]
+) -> ort.InferenceSession:
     try:
-        return choose_providers(requested, ort.get_available_providers())[0] != CPU_PROVIDER
-    except RuntimeLoadError:
-        return False  # the load will say why; a worker count is no place for that error
-
-
-def check_fallback(requested: str, used: str, required: bool) -> None:
-    """ONNX Runtime falls back quietly when a provider cannot start: say so, and refuse if it was required."""
-    if requested == used:
-        return
-    if required:
-        raise RuntimeLoadError(f"{requested} was required but ONNX Runtime uses {used}")
-    log.warning("asked for %s, ONNX Runtime fell back to %s", requested, used)
-
-
-def _usable(provider: str) -> bool:
-    # onnxruntime-gpu lists TensorRT even where the TensorRT libraries are absent; only pick it when they exist.
-    return provider != "TensorrtExecutionProvider" or ctypes.util.find_library("nvinfer") is not None
-
-
-def _preload_gpu_libraries(providers: Sequence[str]) -> None:
-    """Load CUDA/cuDNN from pip ``nvidia-*`` packages when present (onnxruntime-gpu >= 1.21)."""
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is not None and any(p in GPU_PROVIDERS for p in providers):
-        preload()
-
-
-def provider_options(
-    providers: Sequence[str], options: RuntimeOptions, max_shape: tuple[int, int], inputs: Sequence[str]
-) -> list[dict[str, str]]:
-    """TensorRT gets an engine cache and, for the graph's ``inputs``, one optimisation profile from one token up
-    to the largest batch."""
-    batch, length = max_shape
-    found: list[dict[str, str]] = []
-    for provider in providers:
-        settings: dict[str, str] = {}
-        if provider == "TensorrtExecutionProvider":
-            settings = {
-                "trt_profile_min_shapes": ",".join(f"{name}:1x1" for name in inputs),
-                "trt_profile_opt_shapes": ",".join(f"{name}:{batch}x{min(64, length)}" for name in inputs),
-                "trt_profile_max_shapes": ",".join(f"{name}:{batch}x{length}" for name in inputs),
-                "trt_engine_cache_enable": "True" if options.cache_dir else "False",
-            }
-            if options.cache_dir:
-                settings["trt_engine_cache_path"] = str(options.cache_dir / "tensorrt")
-        found.append(settings)
-    return found
+        return ort.InferenceSession(str(path), options, providers=providers, provider_options=settings)
+    except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
+        raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
 
 
 def to_layers_heads(array: np.ndarray, layout: str) -> np.ndarray:
@@ -162,8 +110,24 @@ def to_layers_heads(array: np.ndarray, layout: str) -> np.ndarray:
     return array
 
 
+def _session_options(options: RuntimeOptions, threads: int) -> ort.SessionOptions:
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = OPTIMIZATION_LEVELS[options.optimization_level]
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = options.inter_op_threads
+    session_options.log_severity_level = 3
+    spin = "1" if options.allow_spinning else "0"
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    session_options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return session_options
+
+
 class OnnxModel:
-    """One ONNX Runtime session over one graph file, fed and read through the model's signature."""
+    """ONNX Runtime session(s) over one graph file, fed and read through the model's signature.
+
+    On a CPU with ``lone_threads`` above ``intra_op_threads``, a second session of the same graph runs with that
+    many threads: ``predict(..., lone=True)`` takes it for a batch that runs while nothing else does.
+    """
 
     def __init__(
         self,
@@ -173,22 +137,10 @@ class OnnxModel:
         signature: Signature | None = None,
     ) -> None:
         requested = choose_providers(options.providers, ort.get_available_providers())
-        _preload_gpu_libraries(requested)
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = OPTIMIZATION_LEVELS[options.optimization_level]
-        session_options.intra_op_num_threads = options.intra_op_threads
-        session_options.inter_op_num_threads = options.inter_op_threads
-        session_options.log_severity_level = 3
-        spin = "1" if options.allow_spinning else "0"
-        session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        session_options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        try:
-            self.session = ort.InferenceSession(
-                str(path), session_options, providers=requested,
-                provider_options=provider_options(requested, options, max_shape, self._input_names(signature)),
-            )  # fmt: skip
-        except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
-            raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
+        preload_gpu_libraries(requested)
+        inputs = self._input_names(signature)
+        settings = provider_options(requested, options.cache_dir, max_shape, inputs)
+        self.session = _open(path, _session_options(options, options.intra_op_threads), requested, settings)
         self.providers: list[str] = list(self.session.get_providers())
         check_fallback(requested[0], self.providers[0], options.require_provider)
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
@@ -199,6 +151,10 @@ class OnnxModel:
             types.get(self.signature.token_ids, ""), np.dtype(np.int64)
         )
         self.use_binding = options.io_binding and self.providers[0] != CPU_PROVIDER
+        wide = self.providers[0] == CPU_PROVIDER and options.lone_threads > options.intra_op_threads
+        self.lone_session = (
+            _open(path, _session_options(options, options.lone_threads), [CPU_PROVIDER], [{}]) if wide else None
+        )
 
     @staticmethod
     def _input_names(signature: Signature | None) -> list[str]:
@@ -219,17 +175,24 @@ class OnnxModel:
     def device(self) -> str:
         return "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
 
-    def predict(self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str]) -> dict[str, np.ndarray]:
+    def predict(
+        self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str], lone: bool = False
+    ) -> dict[str, np.ndarray]:
         """Run the graph on padded ``ids`` and ``mask`` (batch, seq); return the outputs of ``roles`` by role.
 
         A graph without a mask input gets only the ids; self-attention comes back as ``[batch, L, H, T, T]``.
+        ``lone``: nothing else runs now, so the wide session (if any) may take every core.
         """
         signature = self.signature
         feed = {signature.token_ids: ids.astype(self.id_dtype, copy=False)}
         if signature.mask is not None:
             feed[signature.mask] = mask.astype(self.id_dtype, copy=False)
         names = [signature.outputs[role] for role in roles]
-        arrays = self._predict_bound(feed, names) if self.use_binding else self.session.run(names, feed)
+        if self.use_binding:
+            arrays = self._predict_bound(feed, names)
+        else:
+            session = self.lone_session if lone and self.lone_session is not None else self.session
+            arrays = session.run(names, feed)
         found = dict(zip(roles, arrays, strict=True))
         if "self_attention" in found:
             found["self_attention"] = to_layers_heads(found["self_attention"], signature.self_attention_layout)
@@ -251,4 +214,5 @@ class OnnxModel:
         for batch in sorted({1, max_batch}):
             for length in lengths:
                 ids = np.ones((batch, length), dtype=self.id_dtype)
-                self.predict(ids, np.ones_like(ids), roles)
+                for lone in (False, True) if self.lone_session is not None else (False,):
+                    self.predict(ids, np.ones_like(ids), roles, lone)

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
         0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores divided by the workers)."
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
+    lone_batch_threads: int = Field(
+        0,
+        ge=0,
+        description=(
+            "On CPU, intra-op threads of a batch that starts while no other batch runs in any worker, from a second "
+            "session of the graph (0: every usable core; 1 or at most INTRA_OP_THREADS: no second session)."
+        ),
+    )
     allow_spinning: bool = Field(
         False, description="Let ONNX Runtime's idle threads spin (fastest alone, but steals cores from the server)."
     )
@@ -131,6 +139,11 @@ class Settings(BaseSettings):
         if self.workers > 1 and self.admin_token is not None:
             raise ValueError("the repository load/unload endpoints need one worker: each worker has its own models")
         return self
+
+    @property
+    def lone_threads(self) -> int:
+        """Intra-op threads for a lone batch: the setting, or every core this process may run on."""
+        return self.lone_batch_threads or usable_cores()
 
     @property
     def threads(self) -> int:

@@ -8,16 +8,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.runtime import (
+from service.providers import (
     CPU_PROVIDER,
-    OnnxModel,
     RuntimeLoadError,
-    RuntimeOptions,
     check_fallback,
     choose_providers,
     places_on_accelerator,
     provider_options,
 )
+from service.runtime import OnnxModel, RuntimeOptions
 from tests.conftest import BUNDLED
 
 OUTPUTS = ("probabilities", "attention", "self_attention")
@@ -81,12 +80,10 @@ def test_unreadable_graph_raises_a_load_error(tmp_path: Path) -> None:
 
 def test_tensorrt_gets_an_engine_cache_and_a_profile_up_to_the_largest_batch(tmp_path: Path) -> None:
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU_PROVIDER]
-    trt, cuda, cpu = provider_options(
-        providers, RuntimeOptions(cache_dir=tmp_path), (32, 128), ("input_ids", "attention_mask")
-    )
+    trt, cuda, cpu = provider_options(providers, tmp_path, (32, 128), ("input_ids", "attention_mask"))
     assert trt["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
     assert trt["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128"
-    (only_ids,) = provider_options(["TensorrtExecutionProvider"], RuntimeOptions(), (8, 40), ("tokens",))
+    (only_ids,) = provider_options(["TensorrtExecutionProvider"], None, (8, 40), ("tokens",))
     assert only_ids["trt_profile_opt_shapes"] == "tokens:8x40"
     assert trt["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
     assert cuda == cpu == {}
