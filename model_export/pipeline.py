@@ -113,11 +113,12 @@ def _metadata(
         "baseline": {"method": "TF-IDF + logistic regression, same test split", **trained.baseline},
         "parity": parity,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "exporter": _versions(),
+        "exporter": exporter_versions(),
     }
 
 
-def _versions() -> dict[str, str]:
+def exporter_versions() -> dict[str, str]:
+    """Versions of the packages that made the graph, for model.json."""
     found = {}
     for package in EXPORTER_PACKAGES:
         try:
