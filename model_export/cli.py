@@ -127,9 +127,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for flag, path in [("MODEL", args.model), ("--tokenizer", args.tokenizer), ("--vocab", args.vocab),
+                       ("--custom-objects", args.custom_objects), ("--data", args.data)]:  # fmt: skip
+        if path is not None and not path.exists():  # before TensorFlow loads: a typo fails at once
+            raise artifact.ArtifactError(f"{path}: no such file or folder ({flag})")
+    _check_writable(args.repository)
     from model_export.importer import ImportRequest, run_import
 
-    _check_writable(args.repository)
     request = ImportRequest(
         model=args.model,
         labels=tuple(label.strip() for label in args.labels.split(",") if label.strip()),
@@ -212,6 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         known: tuple[type[Exception], ...] = (artifact.ArtifactError, DatasetError, RuntimeError, ValueError)
         if isinstance(exc, known):
-            print(f"error: {exc}", file=sys.stderr)
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
             return 2
         raise

@@ -110,7 +110,7 @@ def from_text_vectorization(layer: Any) -> Text:
     if split == "whitespace":
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(TV_WHITESPACE), behavior="removed")
     else:
-        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"(?s)."), behavior="isolated")
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     details = {"layer": layer.name, "standardize": standardize, "split": split, "vocabulary": len(vocabulary)}
     return _built(tokenizer, "text_vectorization", 0, details)
 

@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: layers.py sits beside it
 
-from layers import build_model  # noqa: E402
+from layers import build_model
 
-from model_export.data import needle_task  # noqa: E402
+from model_export.data import needle_task
 
 SPECIAL = ("[PAD]", "[UNK]")
 
