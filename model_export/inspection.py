@@ -111,9 +111,13 @@ def _kinds(probes: Sequence[Probe]) -> list[str]:
 
 
 def _describe(source: Source, probes: Sequence[Probe]) -> str:
-    return ", ".join(
-        f"{name} {list(out.shape)}" for name, out in zip(source.output_names, probes[0].outputs, strict=False)
-    )
+    """The outputs and their shapes, with ``batch`` and ``seq`` where the probe's sizes are."""
+
+    def shape(values: np.ndarray) -> str:
+        dims = ["batch" if i == 0 else "seq" if d == probes[0].length else str(d) for i, d in enumerate(values.shape)]
+        return f"[{', '.join(dims)}]"
+
+    return ", ".join(f"{name} {shape(out)}" for name, out in zip(source.output_names, probes[0].outputs, strict=False))
 
 
 def _probabilities(source: Source, probes: Sequence[Probe], labels: Sequence[str], logits: bool) -> int:

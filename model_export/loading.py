@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,9 +80,14 @@ def load_source(path: Path) -> Source:
         raise ImportFailure(f"{path}: expected a Keras 3 .keras file or a SavedModel folder")
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types; say which and suggest the usual cause
-        hint = " (custom layers? pass --custom-objects FILE.py)" if "custom" in str(exc).lower() else ""
-        raise ImportFailure(f"{path}: Keras cannot load it: {type(exc).__name__}: {str(exc)[:200]}{hint}") from exc
+    except Exception as exc:  # Keras raises many types; name the usual cause when it is the one
+        missing = re.search(r"Could not locate (?:class|function) '([^']+)'", str(exc))
+        if missing:
+            raise ImportFailure(
+                f"{path}: Keras cannot load it: {missing.group(1)!r} is not registered; pass --custom-objects "
+                "FILE.py, the file that defines it with @keras.saving.register_keras_serializable"
+            ) from exc
+        raise ImportFailure(f"{path}: Keras cannot load it: {type(exc).__name__}: {str(exc)[:300]}") from exc
     return _keras(model)
 
 
