@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-STOCK_ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.Attention)
+STOCK_ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention, keras.layers.Attention)
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Call:
 
 
 def is_stock_attention(layer: keras.layers.Layer) -> bool:
-    """A ``MultiHeadAttention`` / ``Attention`` (or subclass) whose ``call`` still offers its scores."""
+    """A Keras attention layer (``MultiHeadAttention``, ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``
+    or a subclass) whose ``call`` still offers its scores."""
     if not isinstance(layer, STOCK_ATTENTION):
         return False
     return "return_attention_scores" in inspect.signature(type(layer).call).parameters

@@ -21,6 +21,7 @@ from model_export import feeds
 from model_export.cli import main
 from model_export.data import needle_task
 from model_export.derive import add_variants
+from model_export.importer import ImportRequest, run_import
 from model_export.signature import Signature, read_signature
 from model_export.verify import verify_folder
 from service import signature as service_signature
@@ -227,6 +228,32 @@ def test_a_saved_models_attention_output_becomes_self_attention(models: dict[str
     scores = function(token_ids=tf.constant(out["call"]["input_ids"]))["output_1"]
     np.testing.assert_allclose(out["self_attention"][:, 0], np.asarray(scores), atol=1e-5)
     assert served.document["source"]["format"] == "saved_model"
+
+
+def test_a_savedmodel_from_tf_saved_model_save_imports_too(tmp_path: Path) -> None:
+    """``tf.saved_model.save`` names the input ``inputs``; the group-query scores it outputs become self_attention."""
+    keras.utils.set_random_seed(6)
+    ids = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(30, 8)(ids)
+    x, scores = keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2, name="gqa")(
+        x, x, return_attention_scores=True
+    )
+    model = keras.Model(
+        ids, [keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x)), scores]
+    )
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", *(f"w{i}" for i in range(28))]) + "\n")
+    request = ImportRequest(
+        tmp_path / "saved", ("a", "b"), tmp_path / "repository", "plain", vocab=tmp_path / "vocab.txt", max_len=12
+    )
+    served = Folder(run_import(request))
+    assert served.document["signature"]["padding"] == "none"  # unmasked: padding changes the answers
+    assert served.document["source"]["attention"] == {"per_token": "received", "layers": ["output_1"], "heads": 4}
+    rows = served.rows(["w1 w2 w3 w4 w5"])
+    out = served.run(rows)
+    expected = model(out["call"]["input_ids"])
+    np.testing.assert_allclose(out["probabilities"], np.asarray(expected[0]), atol=PARITY)
+    np.testing.assert_allclose(out["self_attention"][:, 0], np.asarray(expected[1]), atol=PARITY)
 
 
 def test_verify_and_list_work_on_imported_folders(
