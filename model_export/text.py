@@ -54,8 +54,10 @@ def from_tokenizer_file(path: Path) -> Text:
         raise TextError(f"{path}: not a Hugging Face tokenizer.json ({str(exc)[:120]})") from exc
     padding = tokenizer.padding
     pad_id = padding["pad_id"] if padding else _first_id(tokenizer, PAD_TOKENS)
-    model_type = type(tokenizer.model).__name__
-    return Text(tokenizer, data, "tokenizer", pad_id, {"file": path.name, "model": model_type})
+    details = {"file": path.name, "model": type(tokenizer.model).__name__}
+    if tokenizer.post_processor is not None:  # special tokens it adds (e.g. [CLS] … [SEP]): the service adds none
+        details["post_processor"] = type(tokenizer.post_processor).__name__
+    return Text(tokenizer, data, "tokenizer", pad_id, details)
 
 
 def from_vocab_file(path: Path) -> Text:

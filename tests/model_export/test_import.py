@@ -256,6 +256,28 @@ def test_a_savedmodel_from_tf_saved_model_save_imports_too(tmp_path: Path) -> No
     np.testing.assert_allclose(out["self_attention"][:, 0], np.asarray(expected[1]), atol=PARITY)
 
 
+def test_a_mask_input_that_does_not_make_padding_safe_is_fed_all_ones(tmp_path: Path) -> None:
+    """The model zeroes padded states but averages over every position: padded, its answers change."""
+    keras.utils.set_random_seed(7)
+    ids, mask = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32", name="mask")
+    x = keras.layers.Embedding(30, 8)(ids) * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+    model = keras.Model(
+        [ids, mask], keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
+    )
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", *(f"w{i}" for i in range(28))]) + "\n")
+    request = ImportRequest(
+        tmp_path / "model.keras", ("a", "b"), tmp_path / "repository", "m", vocab=tmp_path / "vocab.txt", max_len=12
+    )
+    served = Folder(run_import(request))
+    assert served.signature.padding == "none"
+    assert served.signature.mask is None
+    assert [i["name"] for i in served.document["inputs"]] == ["input_ids"]
+    row = served.rows(["w1 w2 w3"])[0]
+    expected = model([np.array([row]), np.ones((1, 3), np.int32)])
+    np.testing.assert_allclose(served.run([row])["probabilities"], np.asarray(expected), atol=PARITY)
+
+
 def test_verify_and_list_work_on_imported_folders(
     models: dict[str, UserModel], capsys: pytest.CaptureFixture[str]
 ) -> None:
