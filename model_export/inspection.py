@@ -245,7 +245,9 @@ def _embeddings(probes: Sequence[Probe]) -> tuple[int | None, int | None, bool]:
             seen = np.asarray(call.inputs)
             if seen.shape == probe.ids.shape and np.array_equal(seen, probe.ids):
                 token, masks_zero = int(call.layer.input_dim), bool(call.layer.mask_zero)
-            elif seen.size and np.array_equal(seen.reshape(-1, seen.shape[-1])[0], np.arange(probe.length)):
+            elif (
+                seen.ndim and seen.size and np.array_equal(seen.reshape(-1, seen.shape[-1])[0], np.arange(probe.length))
+            ):
                 position = int(call.layer.input_dim)
     return token, position, masks_zero
 
