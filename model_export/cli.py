@@ -1,4 +1,4 @@
-"""``python -m model_export``: train and export a model, verify a model folder, list a repository."""
+"""``python -m model_export``: train and export a model, import your own, verify a folder, list a repository."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from model_export import artifact
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sizes(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_import(commands)
+
     derive = commands.add_parser("variants", help="write the next version with optimized variants added")
     derive.add_argument("folder", type=Path, help="an existing version folder, e.g. models/sentiment/1")
     derive.add_argument("--kinds", default="optimized,int8,fp16", help=f"comma-separated, from {VARIANT_CHOICES}")
@@ -46,6 +49,33 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list models, versions and their test metrics")
     listing.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     return parser
+
+
+def _add_import(commands: Any) -> None:
+    parser = commands.add_parser("import", help="import your own Keras/TensorFlow classifier as the next version")
+    parser.add_argument("model", type=Path, help="a Keras 3 .keras file or a TensorFlow SavedModel folder")
+    parser.add_argument("--labels", required=True, help="class names, comma-separated, in the output's order")
+    text = parser.add_mutually_exclusive_group()
+    text.add_argument("--tokenizer", type=Path, help="a Hugging Face tokenizer.json (any model type)")
+    text.add_argument("--vocab", type=Path, help="a vocabulary file: one token per line, line number = id")
+    parser.add_argument("--name", help="model name in the repository (default: the model file's stem)")
+    parser.add_argument(
+        "--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: models)"
+    )
+    parser.add_argument(
+        "--attention-layer",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="a layer whose output is attention weights [B,T,T] or [B,H,T,T] (repeatable; default: found)",
+    )
+    parser.add_argument("--custom-objects", type=Path, help="a Python file registering the model's custom layers")
+    parser.add_argument("--logits", action="store_true", help="the model outputs logits: the graph applies softmax")
+    parser.add_argument("--max-len", type=int, help="longest sequence (default: what the model says)")
+    parser.add_argument("--data", type=Path, help="a labelled CSV/JSONL file to score the imported model on")
+    parser.add_argument("--text-column", default="text", help="text column of --data (default: text)")
+    parser.add_argument("--label-column", default="label", help="label column of --data (default: label)")
+    parser.add_argument("--variants", default="none", help=f"comma-separated, from {VARIANT_CHOICES}, or 'none'")
 
 
 def _add_sizes(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +122,38 @@ def _train(args: argparse.Namespace) -> int:
     folder = pipeline.run(dataset, request, verbose=0 if args.quiet else 1)
     metadata = artifact.read_metadata(folder)
     print(json.dumps({"folder": str(folder), **{k: metadata[k] for k in ("metrics", "baseline", "parity")}}, indent=2))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for flag, path in [("MODEL", args.model), ("--tokenizer", args.tokenizer), ("--vocab", args.vocab),
+                       ("--custom-objects", args.custom_objects), ("--data", args.data)]:  # fmt: skip
+        if path is not None and not path.exists():  # before TensorFlow loads: a typo fails at once
+            raise artifact.ArtifactError(f"{path}: no such file or folder ({flag})")
+    _check_writable(args.repository)
+    from model_export.importer import ImportRequest, run_import
+
+    request = ImportRequest(
+        model=args.model,
+        labels=tuple(label.strip() for label in args.labels.split(",") if label.strip()),
+        repository=args.repository,
+        name=args.name or args.model.resolve().stem,
+        tokenizer=args.tokenizer,
+        vocab=args.vocab,
+        attention_layers=tuple(args.attention_layer),
+        custom_objects=args.custom_objects,
+        logits=args.logits,
+        max_len=args.max_len,
+        data=args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        variants=_parse_variants(args.variants),
+    )
+    folder = run_import(request)
+    metadata = artifact.read_metadata(folder)
+    summary = {k: metadata[k] for k in ("signature", "metrics", "parity")}
+    print(json.dumps({"folder": str(folder), **summary}, indent=2))
     return 0
 
 
@@ -146,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("model_export").setLevel(logging.INFO)
-    handlers = {"train": _train, "variants": _variants, "verify": _verify, "list": _list}
+    handlers = {"train": _train, "import": _import, "variants": _variants, "verify": _verify, "list": _list}
     try:
         return handlers[args.command](args)
     except Exception as exc:  # one clear line for known failures, not a traceback
@@ -154,6 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         known: tuple[type[Exception], ...] = (artifact.ArtifactError, DatasetError, RuntimeError, ValueError)
         if isinstance(exc, known):
-            print(f"error: {exc}", file=sys.stderr)
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
             return 2
         raise

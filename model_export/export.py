@@ -1,8 +1,12 @@
-"""Export the Keras classifier to ONNX with tf2onnx, check the graph, and prove parity with Keras."""
+"""Convert a ``tf.function`` to ONNX with tf2onnx, check the graph against its signature, prove parity.
+
+``train`` and ``import`` share every step here: the conversion (opset 17, named dynamic axes, standard domains
+only), ``check_graph``, ``graph_io`` for ``model.json`` and the parity gate.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +16,15 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
+from model_export.feeds import Feeds, random_cases
 from model_export.model import AttentionClassifier
+from model_export.signature import Signature, read_signature, trained_signature
 from model_export.tokenization import PAD_ID
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAMES = ("probabilities", "attention", "self_attention")
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+Reference = Callable[[Feeds], Mapping[str, np.ndarray]]
 
 
 class ExportError(RuntimeError):
@@ -35,20 +40,34 @@ class Parity:
     cases: int
 
 
-def export_onnx(model: AttentionClassifier, opset: int = OPSET) -> onnx.ModelProto:
-    """Convert through a ``tf.function`` returning a dict, so the output names are ours."""
-    spec = [tf.TensorSpec((None, None), tf.int32, name=name) for name in INPUT_NAMES]
+def input_specs(signature: Signature) -> list[tf.TensorSpec]:
+    """int32 ``[batch, seq]`` (``seq`` fixed where the signature says so) for each graph input, in order."""
+    return [tf.TensorSpec((None, signature.fixed_length), tf.int32, name=name) for name in signature.input_names]
 
-    @tf.function(input_signature=spec)
-    def serve(input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
-        return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)  # type: ignore[no-any-return]
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+def convert(function: Callable[..., dict[str, tf.Tensor]], signature: Signature, opset: int = OPSET) -> onnx.ModelProto:
+    """Convert ``function`` (graph inputs as arguments, a dict of named outputs back) and check the result."""
+    specs = input_specs(signature)
+    traced = tf.function(function, input_signature=specs)
+    try:
+        proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs, opset=opset)
+    except Exception as exc:  # tf2onnx raises bare exceptions of many types for graphs it cannot convert
+        raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}"[:500]) from exc
     _name_dynamic_axes(proto)
     _drop_unused_opsets(proto)
     proto.producer_name = "attention-serve model_export"
-    check_graph(proto)
+    check_graph(proto, signature)
     return proto
+
+
+def export_onnx(model: AttentionClassifier, opset: int = OPSET) -> onnx.ModelProto:
+    """The trained classifier's graph: ids and mask in; probabilities, attention and self-attention out."""
+    signature = trained_signature(tuple(block.name for block in model.blocks), PAD_ID)
+
+    def serve(input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)  # type: ignore[no-any-return]
+
+    return convert(serve, signature, opset)
 
 
 def _name_dynamic_axes(proto: onnx.ModelProto) -> None:
@@ -70,8 +89,11 @@ def _drop_unused_opsets(proto: onnx.ModelProto) -> None:
     proto.opset_import.extend(kept)
 
 
-def check_graph(proto: onnx.ModelProto) -> None:
-    """``onnx.checker`` plus: standard op domains only, the expected inputs and outputs."""
+def check_graph(proto: onnx.ModelProto, signature: Signature | None = None) -> None:
+    """``onnx.checker`` plus: standard op domains only, exactly the inputs and outputs the signature names.
+
+    Without a signature the graph must be what ``train`` has always written (a folder from before signatures).
+    """
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -79,48 +101,50 @@ def check_graph(proto: onnx.ModelProto) -> None:
     domains = {op.domain for op in proto.opset_import} | {node.domain for node in proto.graph.node}
     if not domains <= STANDARD_DOMAINS:
         raise ExportError(f"non-standard op domains in the graph: {sorted(domains - STANDARD_DOMAINS)}")
-    inputs = tuple(value.name for value in proto.graph.input)
-    outputs = tuple(value.name for value in proto.graph.output)
-    if inputs != INPUT_NAMES or set(outputs) != set(OUTPUT_NAMES):
-        raise ExportError(f"unexpected graph signature: inputs {inputs}, outputs {outputs}")
+    inputs = [value.name for value in proto.graph.input]
+    outputs = [value.name for value in proto.graph.output]
+    if signature is None:
+        signature = read_signature({}, outputs)
+        if "self_attention" not in outputs:  # train has always written self_attention
+            raise ExportError(f"unexpected graph signature: inputs {inputs}, outputs {outputs}")
+    if inputs != signature.input_names or set(outputs) != set(signature.outputs.values()):
+        raise ExportError(
+            f"unexpected graph signature: inputs {inputs}, outputs {outputs}; the signature names "
+            f"{signature.input_names} → {sorted(signature.outputs.values())}"
+        )
 
 
 def verify_parity(
-    model: AttentionClassifier,
-    onnx_bytes: bytes,
-    real: Sequence[tuple[np.ndarray, np.ndarray]],
-    seed: int = 0,
-    tolerance: float = PARITY_TOLERANCE,
+    reference: Reference, onnx_bytes: bytes, cases: Sequence[Feeds], tolerance: float = PARITY_TOLERANCE
 ) -> Parity:
-    """Compare every output on random and real inputs of several batch sizes and lengths; raise past tolerance."""
+    """Compare every output the reference gives with ONNX Runtime's on each case; raise past ``tolerance``."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    worst = dict.fromkeys(OUTPUT_NAMES, 0.0)
-    cases = [*random_inputs(model.config.vocab_size, model.config.max_len, seed), *real]
-    for ids, mask in cases:
-        expected = model({"input_ids": ids, "attention_mask": mask}, training=False)
-        fetched = session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})
-        got = dict(zip(OUTPUT_NAMES, fetched, strict=True))
-        for name in OUTPUT_NAMES:
-            diff = float(np.max(np.abs(np.asarray(expected[name]) - got[name])))
-            worst[name] = max(worst[name], diff)
-    parity = Parity(max(worst.values()), worst, len(cases))
+    worst: dict[str, float] = {}
+    for feeds in cases:
+        expected = reference(feeds)
+        got = dict(zip(expected, session.run(list(expected), feeds), strict=True))
+        for name, value in expected.items():
+            diff = float(np.max(np.abs(np.asarray(value) - got[name]))) if np.size(value) else 0.0
+            worst[name] = max(worst.get(name, 0.0), diff)
+    parity = Parity(max(worst.values(), default=0.0), worst, len(cases))
     if not parity.max_abs_diff <= tolerance:
-        raise ExportError(f"ONNX and Keras disagree: max abs difference {parity.max_abs_diff:.3g} > {tolerance}")
+        raise ExportError(
+            f"ONNX and Keras disagree: max abs difference {parity.max_abs_diff:.3g} > {tolerance} "
+            f"({', '.join(f'{k} {v:.3g}' for k, v in worst.items())})"
+        )
     return parity
 
 
-def random_inputs(vocab_size: int, max_len: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Random ids with right padding, for shapes from one token up to the maximum length."""
-    rng = np.random.default_rng(seed)
-    shapes = [(1, 1), (1, 7), (3, 16), (8, 33), (2, max_len), (16, min(64, max_len))]
-    cases = []
-    for batch, length in shapes:
-        ids = rng.integers(2, vocab_size, size=(batch, length), dtype=np.int32)
-        lengths = rng.integers(1, length + 1, size=batch)
-        lengths[0] = length
-        mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
-        cases.append((np.where(mask == 1, ids, PAD_ID).astype(np.int32), mask))
-    return cases
+def trained_parity(model: AttentionClassifier, onnx_bytes: bytes, real: Sequence[Feeds], seed: int = 0) -> Parity:
+    """Parity of the trained classifier on random inputs of several shapes and on ``real`` batches."""
+    signature = trained_signature(tuple(block.name for block in model.blocks), PAD_ID)
+
+    def reference(feeds: Feeds) -> dict[str, np.ndarray]:
+        outputs = model(dict(feeds), training=False)
+        return {name: np.asarray(value) for name, value in outputs.items()}
+
+    cases = [*random_cases(signature, model.config.vocab_size, model.config.max_len, seed), *real]
+    return verify_parity(reference, onnx_bytes, cases)
 
 
 def graph_io(proto: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:

@@ -16,7 +16,9 @@ from tokenizers import Tokenizer
 from model_export import artifact, variants
 from model_export.config import ModelConfig, TrainConfig
 from model_export.data import Dataset, Splits, split_dataset
-from model_export.export import OPSET, export_onnx, graph_io, verify_parity
+from model_export.export import OPSET, export_onnx, graph_io, trained_parity
+from model_export.feeds import Feeds
+from model_export.signature import trained_signature
 from model_export.tokenization import PAD_ID, encode_batch
 from model_export.train import TrainedModel, train
 
@@ -51,11 +53,13 @@ def run(dataset: Dataset, request: ExportRequest, verbose: int = 1) -> Path:
     proto = export_onnx(trained.model)
     onnx_bytes = proto.SerializeToString()
     test_batches = _batches(trained, splits.test[0])
-    parity = verify_parity(trained.model, onnx_bytes, _real_cases(trained, splits.test[0]), request.training.seed)
+    parity = trained_parity(trained.model, onnx_bytes, _real_cases(trained, splits.test[0]), request.training.seed)
     files = {artifact.MODEL_FILE: onnx_bytes, artifact.TOKENIZER_FILE: trained.tokenizer.to_str().encode("utf-8")}
     variant_files, variant_info = variants.build_variants(onnx_bytes, request.variants, test_batches, splits.test[1])
     files.update(variant_files)
     metadata = _metadata(dataset, splits, trained, graph_io(proto), parity.__dict__, variant_info)
+    signature = trained_signature(tuple(block.name for block in trained.model.blocks), PAD_ID)
+    metadata["signature"] = signature.to_json()
     metadata["train_config"] = request.training.to_dict()
     metadata["export_seconds"] = round(time.monotonic() - started, 1)
     folder = artifact.write_version(request.repository, request.name, files, metadata)
@@ -63,20 +67,22 @@ def run(dataset: Dataset, request: ExportRequest, verbose: int = 1) -> Path:
     return folder
 
 
-def _batches(trained: TrainedModel, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _batches(trained: TrainedModel, texts: list[str]) -> list[Feeds]:
     return scoring_batches(trained.tokenizer, texts, trained.config.max_len)
 
 
-def scoring_batches(
-    tokenizer: Tokenizer, texts: list[str], max_len: int, size: int = 64
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def scoring_batches(tokenizer: Tokenizer, texts: list[str], max_len: int, size: int = 64) -> list[Feeds]:
     """The test texts as padded batches, for scoring graphs with ONNX Runtime."""
-    return [encode_batch(tokenizer, texts[i : i + size], max_len) for i in range(0, len(texts), size)]
+    return [_feeds(*encode_batch(tokenizer, texts[i : i + size], max_len)) for i in range(0, len(texts), size)]
 
 
-def _real_cases(trained: TrainedModel, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _real_cases(trained: TrainedModel, texts: list[str]) -> list[Feeds]:
     """Real test texts as batches of 1, 5 and 32 (padded), for the parity check."""
-    return [encode_batch(trained.tokenizer, texts[:n], trained.config.max_len) for n in (1, 5, 32)]
+    return [_feeds(*encode_batch(trained.tokenizer, texts[:n], trained.config.max_len)) for n in (1, 5, 32)]
+
+
+def _feeds(ids: np.ndarray, mask: np.ndarray) -> Feeds:
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _metadata(
@@ -107,11 +113,12 @@ def _metadata(
         "baseline": {"method": "TF-IDF + logistic regression, same test split", **trained.baseline},
         "parity": parity,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "exporter": _versions(),
+        "exporter": exporter_versions(),
     }
 
 
-def _versions() -> dict[str, str]:
+def exporter_versions() -> dict[str, str]:
+    """Versions of the packages that made the graph, for model.json."""
     found = {}
     for package in EXPORTER_PACKAGES:
         try:

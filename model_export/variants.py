@@ -16,7 +16,9 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
+from model_export.feeds import Feeds, predict
 from model_export.scoring import score
+from model_export.signature import PROBABILITIES
 
 VARIANT_FILES = {"optimized": "model.optimized.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 
@@ -50,32 +52,42 @@ def convert_fp16(onnx_bytes: bytes) -> bytes:
 BUILDERS: dict[str, Callable[[bytes], bytes]] = {"optimized": optimize, "int8": quantize_int8, "fp16": convert_fp16}
 
 
-def predict_probabilities(onnx_bytes: bytes, batches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Probabilities of a graph over prepared batches, on the CPU."""
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    rows = [session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0] for ids, mask in batches]
-    return np.concatenate(rows)
-
-
 def build_variants(
-    onnx_bytes: bytes, kinds: Sequence[str], batches: list[tuple[np.ndarray, np.ndarray]], truth: list[int]
+    onnx_bytes: bytes,
+    kinds: Sequence[str],
+    calls: Sequence[Feeds],
+    truth: Sequence[int] | None,
+    order: Sequence[int] | None = None,
+    output: str = PROBABILITIES,
 ) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
-    """Each variant's file, and its scores on the test split with the deltas against the FP32 graph."""
-    reference = predict_probabilities(onnx_bytes, batches)
-    baseline = score(truth, reference.argmax(-1))
+    """Each variant's file, and how it compares with the FP32 graph on the prepared calls.
+
+    ``truth`` (labels of the rows, in their original order; ``order`` says how the calls hold them) adds the
+    variant's scores and their deltas; without it only agreement and the largest probability difference.
+    """
+    order = list(range(sum(len(next(iter(call.values()))) for call in calls))) if order is None else order
+    reference = predict(onnx_bytes, calls, order, output)
     files, info = {}, {}
     for kind in kinds:
         data = BUILDERS[kind](onnx_bytes)
-        probabilities = predict_probabilities(data, batches)
-        metrics = score(truth, probabilities.argmax(-1))
+        probabilities = predict(data, calls, order, output)
         files[VARIANT_FILES[kind]] = data
         info[kind] = {
             "file": VARIANT_FILES[kind],
-            "metrics": metrics,
-            "accuracy_delta": round(metrics["accuracy"] - baseline["accuracy"], 4),
-            "macro_f1_delta": round(metrics["macro_f1"] - baseline["macro_f1"], 4),
+            **_deltas(truth, probabilities, reference),
             "max_probability_diff": round(float(np.max(np.abs(probabilities - reference))), 6),
             "agreement": round(float(np.mean(probabilities.argmax(-1) == reference.argmax(-1))), 4),
             "bytes": len(data),
         }
     return files, info
+
+
+def _deltas(truth: Sequence[int] | None, probabilities: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    if truth is None:
+        return {"metrics": None, "accuracy_delta": None, "macro_f1_delta": None}
+    metrics, baseline = score(list(truth), probabilities.argmax(-1)), score(list(truth), reference.argmax(-1))
+    return {
+        "metrics": metrics,
+        "accuracy_delta": round(metrics["accuracy"] - baseline["accuracy"], 4),
+        "macro_f1_delta": round(metrics["macro_f1"] - baseline["macro_f1"], 4),
+    }

@@ -15,6 +15,7 @@ from model_export.data import needle_task
 from model_export.export import PARITY_TOLERANCE
 from model_export.tokenization import encode_batch, load_tokenizer
 from model_export.verify import verify_folder
+from service import signature as service_signature
 from service.explain import attention_rollout
 
 NEEDLES = ("alpha", "bravo", "charlie")
@@ -47,6 +48,28 @@ def test_export_writes_a_complete_version_that_verifies(needle_model: Path) -> N
         assert abs(variant["accuracy_delta"]) < 0.05
         assert len(metadata["sha256"][variant["file"]]) == 64
     assert verify_folder(needle_model)["labels"] == ["a", "b", "c"]
+
+
+def test_train_writes_the_signature_the_service_reads(needle_model: Path) -> None:
+    document = json.loads((needle_model / "model.json").read_text())
+    assert document["signature"] == {
+        "inputs": {"token_ids": "input_ids", "mask": "attention_mask"},
+        "outputs": {"probabilities": "probabilities", "attention": "attention", "self_attention": "self_attention"},
+        "attention_source": "pooling",
+        "self_attention_layout": "BLHTT",
+        "attention_layers": ["block_0"],
+        "pad_id": 0,
+        "padding": "mask",
+        "fixed_length": None,
+        "text": {"origin": "trained"},
+    }
+    read = service_signature.read_signature(document, [o["name"] for o in document["outputs"]])
+    service_signature.check_graph(
+        read,
+        {i["name"]: i["dtype"] for i in document["inputs"]},
+        {o["name"]: tuple(o["shape"]) for o in document["outputs"]},
+    )
+    assert read.paddable
 
 
 def test_exported_attention_peaks_on_the_needle(needle_model: Path) -> None:

@@ -1,0 +1,73 @@
+"""The graph an import exports: the user's model run with its attention recorded, in the signature's form.
+
+``forward`` is what tf2onnx converts (and, run eagerly, the attention the parity check expects); ``reference`` is
+what the exported graph must answer: the model's own prediction, called exactly as the user would call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from model_export import feeds, text
+from model_export.attention import capturing, only_real, received, stack_layers
+from model_export.inspection import Plan
+from model_export.loading import Source
+from model_export.padding import Layout
+from model_export.signature import ATTENTION, PROBABILITIES, SELF_ATTENTION, Signature
+
+
+@dataclass(frozen=True)
+class Imported:
+    """The model ready to export: its source, its text side, what it has, and how its graph is laid out."""
+
+    source: Source
+    text: text.Text
+    plan: Plan
+    layout: Layout
+    signature: Signature
+
+
+def forward(imported: Imported, ids: tf.Tensor, mask: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """The exported graph: the model run with its attention recorded, normalised to the signature's outputs."""
+    plan, layout = imported.plan, imported.layout
+    model_mask = mask if mask is not None else (tf.ones_like(ids) if imported.source.has_mask else None)
+    with capturing(plan.captured) as calls:
+        outputs = imported.source.call(ids, model_mask)
+    probabilities = tf.cast(outputs[plan.probabilities], tf.float32)
+    result = {PROBABILITIES: tf.nn.softmax(probabilities, axis=-1) if plan.logits else probabilities}
+    real = real_tokens(ids, mask, layout)
+    maps = [outputs[m.output] if m.output is not None else calls[m.call or 0].outputs[m.index] for m in plan.maps]
+    if maps:
+        result[SELF_ATTENTION] = stack_layers(maps)
+    if plan.pooling is not None:
+        result[ATTENTION] = only_real(outputs[plan.pooling], real)
+    elif maps:
+        result[ATTENTION] = received(maps[-1], real)
+    return result
+
+
+def real_tokens(ids: tf.Tensor, mask: tf.Tensor | None, layout: Layout) -> tf.Tensor:
+    """1.0 on the tokens of the text, 0.0 on padding, as the graph can tell them apart."""
+    if mask is not None:
+        return tf.cast(mask, tf.float32)
+    if layout.padding == "pad_id" or layout.fixed_length is not None:
+        return tf.cast(tf.not_equal(ids, layout.pad_id), tf.float32)
+    return tf.ones_like(ids, dtype=tf.float32)  # never padded: every token is real
+
+
+def reference(imported: Imported, call: feeds.Feeds) -> dict[str, np.ndarray]:
+    """What the exported graph must give: the model's own prediction, and the recorded attention, eagerly."""
+    signature = imported.signature
+    ids = tf.constant(call[signature.token_ids])
+    mask = tf.constant(call[signature.mask]) if signature.mask else None
+    model_mask = mask if mask is not None else (tf.ones_like(ids) if imported.source.has_mask else None)
+    plain = np.asarray(imported.source.call(ids, model_mask)[imported.plan.probabilities], dtype=np.float64)
+    if imported.plan.logits:
+        plain = np.exp(plain - plain.max(-1, keepdims=True))
+        plain /= plain.sum(-1, keepdims=True)
+    recorded = forward(imported, ids, mask)
+    expected = {name: np.asarray(value) for name, value in recorded.items() if name != PROBABILITIES}
+    return {PROBABILITIES: plain.astype(np.float32), **expected}

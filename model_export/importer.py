@@ -1,0 +1,231 @@
+"""``python -m model_export import``: a user's TensorFlow classifier → the next version folder, with attention.
+
+load (``loading``) → text → ids (``text``) → probe the model (``inspection``) → decide padding and lengths →
+one ``tf.function`` that runs the model, records its attention and returns the signature's outputs
+(``graph``) → tf2onnx (``export.convert``) → parity with Keras → ``--data`` scores → variants → an atomic write.
+Every check runs before anything is written: a refused import leaves no folder behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from model_export import artifact, feeds, text, variants
+from model_export.data import Dataset, load_file
+from model_export.export import OPSET, ExportError, Parity, convert, graph_io, verify_parity
+from model_export.graph import Imported, forward, reference
+from model_export.inspection import inspect_model
+from model_export.loading import ImportFailure, Source, load_source, run_custom_objects
+from model_export.padding import choose_layout
+from model_export.pipeline import exporter_versions
+from model_export.scoring import score
+from model_export.signature import standard_signature
+
+log = logging.getLogger(__name__)
+SAMPLE_TEXTS = (
+    "The service works well, and I would use it again.",
+    "not good",
+    "Terrible!!! never   again?",
+    "an okay, unremarkable day; nothing more to say about it",
+)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """Everything one import needs (the command's options)."""
+
+    model: Path
+    labels: tuple[str, ...]
+    repository: Path
+    name: str
+    tokenizer: Path | None = None
+    vocab: Path | None = None
+    attention_layers: tuple[str, ...] = ()
+    custom_objects: Path | None = None
+    logits: bool = False
+    max_len: int | None = None
+    data: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    variants: tuple[str, ...] = ()
+    seed: int = 0
+
+
+def run_import(request: ImportRequest) -> Path:
+    """Import ``request.model`` and write it as the next version of ``request.name``; return the folder."""
+    started = time.monotonic()
+    _check_request(request)
+    dataset = load_file(request.data, request.text_column, request.label_column) if request.data else None
+    imported = prepare(request)
+    proto = convert(lambda *inputs: forward(imported, *inputs), imported.signature)
+    onnx_bytes = proto.SerializeToString()
+    rows, truth = _labelled_rows(imported, request, dataset)
+    parity = verify_parity(lambda call: reference(imported, call), onnx_bytes, _parity_cases(imported, request, rows))
+    if imported.source.text_vectorization is not None:
+        parity = _text_parity(imported, onnx_bytes, parity)
+    calls, order = feeds.batches(rows, imported.signature) if rows else (_random(imported, request), None)
+    metrics = _metrics(onnx_bytes, calls, order, truth) if truth is not None and order is not None else {}
+    variant_files, variant_info = variants.build_variants(onnx_bytes, request.variants, calls, truth, order)
+    files = {artifact.MODEL_FILE: onnx_bytes, artifact.TOKENIZER_FILE: imported.text.data, **variant_files}
+    metadata = _metadata(request, imported, graph_io(proto), parity, metrics, variant_info, dataset)
+    metadata["export_seconds"] = round(time.monotonic() - started, 1)
+    folder = artifact.write_version(request.repository, request.name, files, metadata)
+    log.info("imported %s as %s in %.0f s", request.model, folder, time.monotonic() - started)
+    return folder
+
+
+def prepare(request: ImportRequest) -> Imported:
+    """Load the model and its text side, probe it and decide the graph's layout (no conversion yet)."""
+    if request.custom_objects is not None:
+        run_custom_objects(request.custom_objects)
+    source = load_source(request.model)
+    model_text = _text(request, source)
+    plan = inspect_model(source, request.labels, request.logits, request.attention_layers, model_text.vocab_size)
+    layout = choose_layout(source, plan, model_text, request.max_len)
+    attention_source = "pooling" if plan.pooling is not None else "received" if plan.maps else None
+    signature = standard_signature(
+        mask=layout.padding == "mask",
+        attention_source=attention_source,
+        self_attention=bool(plan.maps),
+        attention_layers=tuple(m.name for m in plan.maps),
+        pad_id=layout.pad_id,
+        padding=layout.padding,
+        fixed_length=layout.fixed_length,
+        text={"origin": model_text.origin, **model_text.details},
+    )
+    return Imported(source, model_text, plan, layout, signature)
+
+
+def _check_request(request: ImportRequest) -> None:
+    artifact.check_name(request.name)
+    if len(request.labels) < 2 or len(set(request.labels)) != len(request.labels):
+        raise ImportFailure(f"--labels needs two or more distinct labels, got {list(request.labels)}")
+    if request.tokenizer is not None and request.vocab is not None:
+        raise ImportFailure("give --tokenizer or --vocab, not both")
+    if request.max_len is not None and request.max_len < 1:
+        raise ImportFailure("--max-len must be at least 1")
+
+
+def _text(request: ImportRequest, source: Source) -> text.Text:
+    if source.text_vectorization is not None:
+        if request.tokenizer or request.vocab:
+            raise ImportFailure("the model tokenizes itself (TextVectorization): drop --tokenizer/--vocab")
+        return text.from_text_vectorization(source.text_vectorization)
+    if request.tokenizer is not None:
+        return text.from_tokenizer_file(request.tokenizer)
+    if request.vocab is not None:
+        return text.from_vocab_file(request.vocab)
+    raise ImportFailure("the model takes token ids: say how text becomes ids with --tokenizer or --vocab")
+
+
+def _labelled_rows(
+    imported: Imported, request: ImportRequest, dataset: Dataset | None
+) -> tuple[list[list[int]], list[int] | None]:
+    if dataset is None:
+        return [], None
+    unknown = sorted(set(dataset.labels) - set(request.labels))
+    if unknown:
+        raise ImportFailure(f"{request.data}: labels {unknown} are not among --labels {list(request.labels)}")
+    rows = feeds.encode(imported.text.tokenizer, dataset.texts, imported.layout.max_len, imported.signature)
+    return rows, [request.labels.index(label) for label in dataset.labels]
+
+
+def _parity_cases(imported: Imported, request: ImportRequest, rows: list[list[int]]) -> list[feeds.Feeds]:
+    """Random ids of several shapes, and real texts (the sample sentences and the data's first rows)."""
+    layout, signature = imported.layout, imported.signature
+    cases = feeds.random_cases(signature, layout.vocab_size, layout.max_len, request.seed)
+    real = feeds.encode(imported.text.tokenizer, list(SAMPLE_TEXTS), layout.max_len, signature) + rows[:32]
+    real = [row for row in real if row]
+    calls, _ = feeds.batches(real, signature, size=16)
+    return cases + calls
+
+
+def _random(imported: Imported, request: ImportRequest) -> list[feeds.Feeds]:
+    return feeds.random_cases(imported.signature, imported.layout.vocab_size, imported.layout.max_len, request.seed)
+
+
+def _text_parity(imported: Imported, onnx_bytes: bytes, parity: Parity) -> Parity:
+    """For a model that starts with TextVectorization: Keras on the raw texts vs ONNX on tokenizer.json's ids."""
+    model = imported.source.text_model
+    texts = list(SAMPLE_TEXTS)
+    rows = feeds.encode(imported.text.tokenizer, texts, imported.layout.max_len, imported.signature)
+    got = np.concatenate([feeds.predict(onnx_bytes, [feeds.feed([row], imported.signature)], [0]) for row in rows])
+    strings = tf.constant(texts)[:, None] if len(model.inputs[0].shape) == 2 else tf.constant(texts)
+    expected = np.concatenate([np.asarray(model(strings[i : i + 1], training=False)) for i in range(len(texts))])
+    if imported.plan.logits:
+        expected = np.exp(expected - expected.max(-1, keepdims=True))
+        expected /= expected.sum(-1, keepdims=True)
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= 1e-4:
+        raise ExportError(f"Keras on the texts and ONNX on tokenizer.json's ids disagree by {diff:.3g}")
+    per_output = {**parity.per_output, "probabilities_from_text": diff}
+    return Parity(max(parity.max_abs_diff, diff), per_output, parity.cases + len(texts))
+
+
+def _metrics(onnx_bytes: bytes, calls: Sequence[feeds.Feeds], order: Sequence[int], truth: list[int]) -> dict[str, Any]:
+    probabilities = feeds.predict(onnx_bytes, calls, order)
+    return {**score(truth, probabilities.argmax(-1)), "rows": len(truth)}
+
+
+def _metadata(
+    request: ImportRequest,
+    imported: Imported,
+    io: dict[str, Any],
+    parity: Parity,
+    metrics: dict[str, Any],
+    variant_info: dict[str, Any],
+    dataset: Dataset | None,
+) -> dict[str, Any]:
+    layout, plan = imported.layout, imported.plan
+    options = {key: _plain(value) for key, value in asdict(request).items()}
+    metadata: dict[str, Any] = {
+        "task": "text-classification",
+        "labels": list(request.labels),
+        "max_sequence_length": layout.max_len,
+        "vocab_size": layout.vocab_size,
+        "pad_token_id": layout.pad_id,
+        "inputs": io["inputs"],
+        "outputs": io["outputs"],
+        "opset": OPSET,
+        "files": {"model": artifact.MODEL_FILE, "tokenizer": artifact.TOKENIZER_FILE},
+        "signature": imported.signature.to_json(),
+        "variants": variant_info,
+        "metrics": metrics,
+        "parity": asdict(parity),
+        "source": {
+            "kind": "import",
+            "format": imported.source.kind,
+            "model": str(request.model),
+            "options": options,
+            "prediction": imported.source.output_names[plan.probabilities],
+            "logits": plan.logits,
+            "attention": {
+                "per_token": imported.signature.attention_source,
+                "layers": [m.name for m in plan.maps],
+                "heads": plan.heads,
+            },
+            "padding": layout.reason,
+            "notes": list(plan.notes),
+        },
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "exporter": exporter_versions(),
+    }
+    if dataset is not None:
+        metadata["data"] = dataset.description
+    return metadata
+
+
+def _plain(value: Any) -> Any:
+    """An option as JSON holds it."""
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
