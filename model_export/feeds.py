@@ -49,13 +49,14 @@ def batches(rows: Sequence[Sequence[int]], signature: Signature, size: int = 64)
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int, signature: Signature) -> list[list[int]]:
-    """Token ids per text as the service makes them (no special tokens), cut to ``max_len``.
+    """Token ids per text as the service makes them (with the special tokens the file's post-processor adds, if
+    it has one), cut to ``max_len``.
 
     A text without tokens becomes one unknown token (the pad id where the vocabulary has none) unless the
     graph takes a fixed length, which a model ending a ``TextVectorization`` sees as all padding.
     """
     unknown = next((i for i in map(tokenizer.token_to_id, UNK_TOKENS) if i is not None), signature.pad_id)
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    encodings = tokenizer.encode_batch(list(texts))
     empty: list[int] = [] if signature.fixed_length else [unknown]
     return [encoding.ids[:max_len] or empty for encoding in encodings]
 

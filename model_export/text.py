@@ -55,7 +55,7 @@ def from_tokenizer_file(path: Path) -> Text:
     padding = tokenizer.padding
     pad_id = padding["pad_id"] if padding else _first_id(tokenizer, PAD_TOKENS)
     details = {"file": path.name, "model": type(tokenizer.model).__name__}
-    if tokenizer.post_processor is not None:  # special tokens it adds (e.g. [CLS] … [SEP]): the service adds none
+    if tokenizer.post_processor is not None:  # special tokens it adds (e.g. [CLS] … [SEP]): the service adds them too
         details["post_processor"] = type(tokenizer.post_processor).__name__
     return Text(tokenizer, data, "tokenizer", pad_id, details)
 

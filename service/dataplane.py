@@ -16,6 +16,7 @@ import numpy as np
 from service.errors import InvalidInput
 from service.explain import attention_rollout
 from service.repository import ModelRepository, ServedVersion
+from service.sequences import Checked, ItemLimits, prepare
 
 ATTENTION = "attention"
 SELF_ATTENTION = "self_attention"
@@ -154,14 +155,6 @@ def _facts(served: ServedVersion) -> dict[str, object]:
     }
 
 
-@dataclass(frozen=True)
-class _Sequence:
-    ids: np.ndarray
-    truncated: bool
-    tokens: list[str] | None = None
-    offsets: list[tuple[int, int]] | None = None
-
-
 class DataPlane:
     def __init__(self, repository: ModelRepository, limits: Limits) -> None:
         self.repository, self.limits = repository, limits
@@ -171,7 +164,8 @@ class DataPlane:
         outputs = resolve_outputs(request.outputs, served)
         # Everything the request itself gets wrong is a 400 before the capacity check: a 503 says "retry", and
         # only waiting may cure it.
-        sequences = self._prepare(request, served)
+        limits = ItemLimits(self.limits.max_instances, self.limits.max_text_chars)
+        sequences = prepare(request.items, request.source, request.truncate, served.folder, limits)
         served.batcher.check_room(len(sequences))
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
         explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
@@ -187,61 +181,9 @@ class DataPlane:
         predictions = [_predict(spec.labels, s, row, outputs, pooled) for s, row in zip(sequences, rows, strict=True)]
         return InferenceResult(spec.name, spec.version, spec.labels, predictions)
 
-    def _prepare(self, request: InferenceRequest, served: ServedVersion) -> list[_Sequence]:
-        """Tokenize the texts in one call, then check every sequence against the version's limits."""
-        count = len(request.items)
-        if count == 0:
-            raise InvalidInput(f"{request.source}: empty batch; send at least one sequence")
-        if count > self.limits.max_instances:
-            raise InvalidInput(
-                f"{request.source}: {count} sequences, more than the limit of {self.limits.max_instances}"
-            )
-        texts = [(i, item) for i, item in enumerate(request.items) if isinstance(item, str)]
-        for index, text in texts:
-            if len(text) > self.limits.max_text_chars:
-                raise InvalidInput(
-                    f"{request.source}[{index}]: text of {len(text)} characters, limit {self.limits.max_text_chars}"
-                )
-        encoded = iter(served.folder.tokenizer.encode([text for _, text in texts]) if texts else ())
-        spec, dtype = served.folder.spec, served.folder.model.id_dtype
-        sequences = []
-        for index, item in enumerate(request.items):
-            if isinstance(item, str):
-                e = next(encoded)
-                seq = _Sequence(e.ids, False, e.tokens, e.offsets)
-            else:
-                seq = _Sequence(item, False)
-            seq = _fit(request, index, seq, spec.max_length, spec.vocab_size)
-            sequences.append(_Sequence(seq.ids.astype(dtype, copy=False), seq.truncated, seq.tokens, seq.offsets))
-        return sequences
-
-
-def _fit(request: InferenceRequest, index: int, seq: _Sequence, max_length: int, vocab_size: int) -> _Sequence:
-    """Check one sequence: not empty, ids in the vocabulary, within the length limit (or truncated if asked)."""
-    where = f"{request.source}[{index}]"
-    if len(seq.ids) == 0:
-        kind = "text has no tokens" if seq.tokens is not None else "sequence is empty"
-        raise InvalidInput(f"{where}: the {kind}")
-    if seq.tokens is None and (seq.ids.min() < 0 or seq.ids.max() >= vocab_size):
-        bad = int(seq.ids[(seq.ids < 0) | (seq.ids >= vocab_size)][0])
-        raise InvalidInput(f"{where}: token id {bad} is outside the vocabulary [0, {vocab_size - 1}]")
-    if len(seq.ids) <= max_length:
-        return seq
-    if not request.truncate:
-        raise InvalidInput(
-            f"{where}: {len(seq.ids)} tokens, more than the model's maximum of {max_length}; "
-            "ask for truncation to cut it"
-        )
-    return _Sequence(
-        seq.ids[:max_length],
-        True,
-        seq.tokens[:max_length] if seq.tokens is not None else None,
-        seq.offsets[:max_length] if seq.offsets is not None else None,
-    )
-
 
 def _predict(
-    labels: tuple[str, ...], seq: _Sequence, row: dict[str, np.ndarray], outputs: frozenset[str], pooled: bool
+    labels: tuple[str, ...], seq: Checked, row: dict[str, np.ndarray], outputs: frozenset[str], pooled: bool
 ) -> Prediction:
     """Trim one row of the batch to its own length and derive what was asked for.
 

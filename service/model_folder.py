@@ -146,7 +146,7 @@ def load_folder(
         raise ModelFolderError(str(exc)) from exc
     _check_signature(model, spec)
     try:
-        tokenizer = TextTokenizer(folder / spec.tokenizer_file, model.id_dtype)
+        tokenizer = TextTokenizer(folder / spec.tokenizer_file, model.id_dtype, spec.max_length)
     except Exception as exc:  # tokenizers raises its own exception type for a bad file
         raise ModelFolderError(f"the tokenizer could not be loaded: {type(exc).__name__}") from exc
     if tokenizer.vocab_size > spec.vocab_size:

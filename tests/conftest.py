@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,19 @@ def add_version(root: Path, version: int, name: str = "sentiment", edit: Callabl
     target = root / name / str(version)
     staging.rename(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def user_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every kind of user model (tests/model_export/user_models.py), built and imported once for the whole run.
+
+    Needs TensorFlow (the export extra): a test using it is skipped without.
+    """
+    pytest.importorskip("tensorflow", reason="importing users' models needs the export extra")
+    from tests.model_export.user_models import KINDS, build
+
+    root = tmp_path_factory.mktemp("user-models")
+    return {kind: build(kind, root / "repository", root / "work") for kind in KINDS}
 
 
 def settings_for(root: Path, **overrides: object) -> Settings:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import ROOT
 
@@ -71,3 +72,27 @@ def bundled_server(tmp_path: Path) -> Iterator[RunningServer]:
     server = start_server(ROOT / "models", tmp_path / "server.log")
     yield server
     server.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright (nothing downloads a browser)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"these tests drive Debian's chromium at {CHROMIUM} (apt-get install chromium); none was found")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -25,7 +25,7 @@ from model_export.importer import ImportRequest, run_import
 from model_export.signature import Signature, read_signature
 from model_export.verify import verify_folder
 from service import signature as service_signature
-from tests.model_export.user_models import KINDS, UserModel, build
+from tests.model_export.user_models import KINDS, UserModel
 
 # kind: padding, mask input, attention source, attention layers, heads, fixed length, text origin
 EXPECTED: dict[str, tuple[str, bool, str | None, list[str], int | None, int | None, str]] = {
@@ -40,9 +40,9 @@ PARITY = 1e-4
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, UserModel]:
-    root = tmp_path_factory.mktemp("import")
-    return {kind: build(kind, root / "repository", root / "work") for kind in KINDS}
+def models(user_models: dict[str, UserModel]) -> dict[str, UserModel]:
+    """Built and imported once per run (``tests/conftest.py``), shared with the end-to-end tests."""
+    return user_models
 
 
 class Folder:
@@ -188,7 +188,7 @@ def test_the_seeds_model_scores_its_data_and_its_attention_peaks_on_the_needle(
     samples = needle_task(200, seed=99)
     hits, correct = [], []
     for text, label in zip(samples.texts, samples.labels, strict=True):
-        encoding = served.tokenizer.encode(text, add_special_tokens=False)
+        encoding = served.tokenizer.encode(text)
         out = served.run([encoding.ids])
         hits.append(encoding.tokens[int(out["attention"][0].argmax())] in ("alpha", "bravo", "charlie"))
         correct.append("abc"[int(out["probabilities"][0].argmax())] == label)

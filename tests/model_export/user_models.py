@@ -117,7 +117,7 @@ def _id_predictor(
     def predict(texts: Sequence[str]) -> np.ndarray:
         rows = []
         for text in texts:
-            ids = tokenizer.encode(text, add_special_tokens=False).ids[:max_len]
+            ids = tokenizer.encode(text).ids[:max_len]  # as the service: the file's own special tokens, if any
             row = np.zeros((1, fixed or len(ids)), dtype=np.int32)
             row[0, : len(ids)] = ids
             rows.append(_probabilities(call(row), logits))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +220,44 @@ def test_a_folder_whose_signature_does_not_fit_fails_with_its_reason(
         status = client.get("/v1/models/tiny").json()["model_version_status"][0]
         assert status["state"] == "END"
         assert reason in status["status"]["error_message"]
+
+
+def bert_style_tokenizer(path: Path) -> dict[str, int]:
+    """The bundled WordPiece with a BERT post-processor: [CLS] … [SEP] around every text."""
+    from tokenizers import Tokenizer, processors
+
+    tokenizer = Tokenizer.from_file(str(BUNDLED / "tokenizer.json"))
+    vocabulary = tokenizer.get_vocab()
+    special = {"[CLS]": vocabulary["[UNK]"] + 1, "[SEP]": vocabulary["[UNK]"] + 2}  # any two ids of the vocabulary
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=list(special.items())
+    )
+    path.write_text(tokenizer.to_str())
+    return special
+
+
+def test_the_tokenizers_own_special_tokens_are_added_and_kept_when_cutting(tiny_root: Path) -> None:
+    folder = write_folder(tiny_root, TinyGraph(), max_sequence_length=6)
+    special = bert_style_tokenizer(folder / "tokenizer.json")
+    document = json.loads((folder / "model.json").read_text())
+    document["sha256"]["tokenizer.json"] = hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(document))
+    with client_for(tiny_root) as client:
+        row = client.post("/v1/models/tiny:predict", json={"instances": ["ok then"]}).json()["predictions"][0]
+        assert row["tokens"] == ["[CLS]", "ok", "then", "[SEP]"]
+        assert row["offsets"][0] == row["offsets"][-1] == [0, 0]
+        too_long = client.post("/v1/models/tiny:predict", json={"instances": ["one two three four five"]})
+        assert "7 tokens, more than the model's maximum of 6" in too_long.json()["error"]
+        body = {"instances": ["one two three four five"], "parameters": {"truncate": True}}
+        cut = client.post("/v1/models/tiny:predict", json=body).json()["predictions"][0]
+        assert cut["truncated"] is True
+        assert cut["tokens"] == ["[CLS]", "one", "two", "three", "four", "[SEP]"]  # the closing [SEP] is kept
+        ids = [special["[CLS]"], *ids_of_words(["one", "two", "three", "four"]), special["[SEP]"]]
+        np.testing.assert_allclose(
+            list(cut["probabilities"].values()), reference(np.array(ids))["probabilities"], atol=1e-5
+        )
+
+
+def ids_of_words(words: list[str]) -> list[int]:
+    vocabulary = json.loads((BUNDLED / "tokenizer.json").read_text())["model"]["vocab"]
+    return [vocabulary[w] for w in words]
