@@ -4,6 +4,7 @@ a request still queued at its deadline is answered with a timeout instead of run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -25,33 +26,42 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never held")
 
 
-async def test_full_queue_refuses_at_once_and_the_deadline_answers_the_queued(
-    make_repository: Callable[..., Path],
-) -> None:
-    # A batch of 8 can never fill a queue of 4, so with a one-minute queue delay the first request stays queued.
-    settings = settings_for(
-        make_repository(), max_queue_size=4, max_instances=4, max_batch_size=8, max_queue_delay_ms=60_000
-    )
+@contextlib.asynccontextmanager
+async def full_queue(
+    root: Path, timeout_ms: int
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Future[httpx.Response]]]:
+    """A client of an app whose queue (4 sequences) is full: the request holding it waits until ``timeout_ms``.
+
+    A batch of 8 can never fill a queue of 4, so with a one-minute queue delay the first request stays queued.
+    """
+    settings = settings_for(root, max_queue_size=4, max_instances=4, max_batch_size=8, max_queue_delay_ms=60_000)
     app = create_app(settings)
     repository = app.state.core.repository
     await repository.start()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            body = {"instances": ["one", "two", "three", "four"], "parameters": {"timeout_ms": 300}}
+            body = {"instances": ["one", "two", "three", "four"], "parameters": {"timeout_ms": timeout_ms}}
             queued = asyncio.ensure_future(client.post("/v1/models/sentiment:predict", json=body))
             await until(lambda: repository.get("sentiment").batcher.depth == 4)
-            refused = await client.post("/v1/models/sentiment:predict", json={"instances": ["five"]})
-            assert refused.status_code == 503
-            assert refused.headers["retry-after"] == "1"
-            assert "queue is full" in refused.json()["error"]
-            timed_out = await queued
-            assert timed_out.status_code == 504
-            assert "deadline passed" in timed_out.json()["error"]
-            metrics = (await client.get("/metrics")).text
-            assert 'outcome="rejected"' in metrics
-            assert 'outcome="timeout"' in metrics
+            yield client, queued
     finally:
         await repository.stop()
+
+
+async def test_full_queue_refuses_at_once_and_the_deadline_answers_the_queued(
+    make_repository: Callable[..., Path],
+) -> None:
+    async with full_queue(make_repository(), timeout_ms=300) as (client, queued):
+        refused = await client.post("/v1/models/sentiment:predict", json={"instances": ["five"]})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "queue is full" in refused.json()["error"]
+        timed_out = await queued
+        assert timed_out.status_code == 504
+        assert "deadline passed" in timed_out.json()["error"]
+        metrics = (await client.get("/metrics")).text
+        assert 'outcome="rejected"' in metrics
+        assert 'outcome="timeout"' in metrics
 
 
 async def test_requests_past_the_concurrency_limit_are_refused_but_probes_answer(
@@ -92,32 +102,20 @@ async def test_what_the_request_itself_gets_wrong_is_a_400_even_when_the_queue_i
     make_repository: Callable[..., Path],
 ) -> None:
     """A 503 says "retry": a request that can never run must hear why at once, whatever the load."""
-    settings = settings_for(
-        make_repository(), max_queue_size=4, max_instances=4, max_batch_size=8, max_queue_delay_ms=60_000
-    )
-    app = create_app(settings)
-    repository = app.state.core.repository
-    await repository.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            body = {"instances": ["one", "two", "three", "four"], "parameters": {"timeout_ms": 2_000}}
-            queued = asyncio.ensure_future(client.post("/v1/models/sentiment:predict", json=body))
-            await until(lambda: repository.get("sentiment").batcher.depth == 4)
-            wrong = [
-                ({"instances": ["x"] * 5}, "5 sequences, more than the limit of 4"),
-                ({"instances": ["word " * 200]}, "more than the model's maximum of 128"),
-                ({"instances": [[5, 9000]]}, "token id 9000 is outside the vocabulary"),
-                ({"instances": ["ok"], "parameters": {"attention": "heads"}}, "parameters.attention"),
-            ]
-            for bad, fragment in wrong:
-                response = await client.post("/v1/models/sentiment:predict", json=bad)
-                assert response.status_code == 400, response.text
-                assert fragment in response.json()["error"]
-            full = await client.post("/v1/models/sentiment:predict", json={"instances": ["fine"]})
-            assert full.status_code == 503  # only what waiting can cure
-            assert (await queued).status_code == 504
-    finally:
-        await repository.stop()
+    async with full_queue(make_repository(), timeout_ms=2_000) as (client, queued):
+        wrong = [
+            ({"instances": ["x"] * 5}, "5 sequences, more than the limit of 4"),
+            ({"instances": ["word " * 200]}, "more than the model's maximum of 128"),
+            ({"instances": [[5, 9000]]}, "token id 9000 is outside the vocabulary"),
+            ({"instances": ["ok"], "parameters": {"attention": "heads"}}, "parameters.attention"),
+        ]
+        for bad, fragment in wrong:
+            response = await client.post("/v1/models/sentiment:predict", json=bad)
+            assert response.status_code == 400, response.text
+            assert fragment in response.json()["error"]
+        full = await client.post("/v1/models/sentiment:predict", json={"instances": ["fine"]})
+        assert full.status_code == 503  # only what waiting can cure
+        assert (await queued).status_code == 504
 
 
 MANY = ["a short text"] * 5_000  # more than MAX_QUEUE_SIZE (4,096) and MAX_INSTANCES (256), the defaults
