@@ -170,3 +170,14 @@ def test_the_page_renders_each_imported_model(
     assert all(name[:10] in label for name, label in zip(layers, layer_names, strict=True))
     expect(page.locator("#head option")).to_have_count(layers_heads[1])
     expect(page.locator("#heatmap rect[data-row]")).to_have_count(len(expected["tokens"]) ** 2)
+
+
+def test_the_seeds_served_attention_peaks_on_the_deciding_word(server: RunningServer) -> None:
+    from model_export.data import needle_task
+
+    samples = needle_task(100, seed=123)
+    rows = predict(server, "seed", samples.texts)
+    peaks = [row["tokens"][int(np.argmax(row["attention"]))] for row in rows]
+    hits = np.mean([peak in ("alpha", "bravo", "charlie") for peak in peaks])
+    assert hits >= 0.9, peaks  # measured 1.0
+    assert np.mean([row["label"] == label for row, label in zip(rows, samples.labels, strict=True)]) >= 0.95
