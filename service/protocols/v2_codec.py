@@ -22,7 +22,8 @@ OUTPUTS = ("label", "probabilities", "attention", "lengths", "tokens", "offsets"
 DEFAULT_OUTPUTS = ("label", "probabilities", "attention", "lengths")
 INPUTS = ("text", "input_ids", "attention_mask")
 ID_TYPES = ("INT32", "INT64")
-REQUEST_PARAMETERS = {"binary_data_output", "timeout", "timeout_ms", "truncate", "priority"}
+REQUEST_PARAMETERS = {"attention", "binary_data_output", "timeout", "timeout_ms", "truncate", "priority"}
+ATTENTION_OUTPUTS = (ATTENTION, SELF_ATTENTION, ROLLOUT)
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,19 @@ class _Binary:
 
 def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> DecodedInfer:
     fields = codec.expect_object(body, "body")
-    unknown = set(fields) - {"id", "parameters", "inputs", "outputs"}
+    unknown = set(fields) - {"id", "model_name", "parameters", "inputs", "outputs"}
     if unknown:
         raise InvalidInput(f"body: unknown field(s) {sorted(unknown)[:5]}")
+    if fields.get("model_name", model) != model:  # KServe's client repeats the path's model name in the body
+        raise InvalidInput("model_name: the body names another model than the path")
     request_id = fields.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"id: expected a string, got {codec.kind(request_id)}")
     parameters = _request_parameters(fields.get("parameters"))
     tensors_by_name = _decode_inputs(fields.get("inputs"), _Binary(binary))
     items, source = _items(tensors_by_name)
-    outputs = _requested_outputs(fields.get("outputs"), bool(parameters.get("binary_data_output", False)))
-    wanted = frozenset(o.name for o in outputs) & {ATTENTION, SELF_ATTENTION, ROLLOUT}
+    outputs = _outputs(fields.get("outputs"), parameters)
+    wanted = frozenset(o.name for o in outputs) & set(ATTENTION_OUTPUTS)
     request = InferenceRequest(
         model, version, items, wanted, bool(parameters.get("truncate", False)), _timeout(parameters), source
     )
@@ -191,6 +194,18 @@ def _items(decoded: dict[str, np.ndarray | list[str]]) -> tuple[list[str | np.nd
     return rows, "input 'input_ids'"
 
 
+def _outputs(value: Any, parameters: dict[str, Any]) -> tuple[RequestedOutput, ...]:
+    """The ``outputs`` list, or the defaults with the attention that ``parameters.attention`` picks."""
+    binary_default = bool(parameters.get("binary_data_output", False))
+    if "attention" not in parameters:
+        return _requested_outputs(value, binary_default)
+    if value is not None:
+        raise InvalidInput("parameters.attention: give either the outputs list or this parameter, not both")
+    chosen = codec.decode_attention(parameters["attention"], "parameters.attention")
+    names = [n for n in DEFAULT_OUTPUTS if n != ATTENTION] + [n for n in ATTENTION_OUTPUTS if n in chosen]
+    return tuple(RequestedOutput(name, binary_default) for name in names)
+
+
 def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutput, ...]:
     if value is None:
         return tuple(RequestedOutput(name, binary_default) for name in DEFAULT_OUTPUTS)
@@ -275,6 +290,11 @@ def _classification(probabilities: np.ndarray, labels: tuple[str, ...], count: i
     return "BYTES", values, [len(order), count]
 
 
+def binary_chunk(data: np.ndarray | list[str], datatype: str) -> bytes:
+    """One output's data in the binary tensor format (REST's binary section, gRPC's raw contents)."""
+    return tensors.encode_bytes_elements(data) if isinstance(data, list) else tensors.encode_fixed(data, datatype)
+
+
 def encode_infer(result: InferenceResult, decoded: DecodedInfer) -> tuple[dict[str, Any], bytes]:
     """The JSON header and the binary section (empty when no output is binary)."""
     outputs, chunks = [], []
@@ -282,9 +302,7 @@ def encode_infer(result: InferenceResult, decoded: DecodedInfer) -> tuple[dict[s
         datatype, data, shape = output_tensor(result, output)
         entry: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": shape}
         if output.binary:
-            chunk = (
-                tensors.encode_bytes_elements(data) if isinstance(data, list) else tensors.encode_fixed(data, datatype)
-            )
+            chunk = binary_chunk(data, datatype)
             entry["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
         else:
