@@ -168,7 +168,11 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.repository.start()
         if grpc is not None:
-            await grpc.start()
+            try:
+                await grpc.start()
+            except BaseException:  # e.g. the gRPC port is taken: do not leave the models' threads behind
+                await state.repository.stop()
+                raise
         install_stop_hook(stopping)
         log.info("serving models %s from %s", state.repository.names(), settings.model_repository.name)
         refresher = (

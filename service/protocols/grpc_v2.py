@@ -121,8 +121,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     @answers
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
+        served = self._served(request.name, request.version)  # what the request gets wrong first, then capacity
         with self.state.admission.slot():
-            served = self._served(request.name, request.version)
             serving = self.state.repository.serving(served.name) if not request.version else [served]
             document = v2.metadata(served, [str(s.version) for s in serving])
             tensor = pb.ModelMetadataResponse.TensorMetadata
@@ -136,8 +136,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     @answers
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
+        served = self._served(request.name, request.version)
         with self.state.admission.slot():
-            served = self._served(request.name, request.version)
             return pb.ModelConfigResponse(config=model_config.configuration(served, self.state)[1])
 
     @answers

@@ -227,3 +227,23 @@ def test_repository_rpcs_need_the_admin_token(secured: GrpcApp) -> None:
     assert error.code() == grpc.StatusCode.UNAVAILABLE  # known, not serving: waiting (a load) can cure it
     secured.stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="sentiment"), metadata=admin)
     assert secured.stub.ModelReady(pb.ModelReadyRequest(name="sentiment")).ready
+
+
+def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> None:
+    """Without SO_REUSEPORT (one worker) a port already taken fails the start instead of being shared silently."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from tests.conftest import settings_for
+
+    root = tmp_path / "repository"
+    add_version(root, 1)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        app = create_app(settings_for(root, grpc_port=taken.getsockname()[1]))
+        with pytest.raises(RuntimeError), TestClient(app):
+            pass
