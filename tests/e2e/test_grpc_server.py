@@ -83,6 +83,10 @@ def worker_connections(workers: list[int], port: int) -> dict[int, int]:
 
 def test_every_worker_serves_grpc_on_the_same_port(make_repository: Callable[..., Path], tmp_path: Path) -> None:
     server = start_server(make_repository(), tmp_path / "server.log", env={"ATTENTION_SERVE_WORKERS": "2"})
+    for _ in range(3000):  # ready means one worker is; wait (bounded) until the other has bound gRPC too
+        if server.log.read_text().count("gRPC listening on") == 2:
+            break
+        time.sleep(0.01)
     channels = [grpc.insecure_channel(server.grpc_address, options=OWN_CONNECTION) for _ in range(16)]
     try:
         for channel in channels:  # sixteen connections: all on one worker would be a 1-in-32,768 chance
