@@ -26,6 +26,7 @@ from service.protocols.deps import AppState
 from service.protocols.grpc_errors import status_code, trailers
 from service.repository import ServedVersion
 from service.security import bearer_token, check_credential
+from service.telemetry import request_id
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -143,6 +144,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     @answers
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         state = self.state
+        if request.id:  # for the logs, as X-Request-ID over HTTP (each RPC runs in a task of its own)
+            request_id.set(request.id[:128])
         name = request.model_name if valid_name(request.model_name) else "-"
         with state.telemetry.observe("grpc", name) as outcome:
             if state.settings.api_key is not None:

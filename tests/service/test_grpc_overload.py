@@ -21,7 +21,6 @@ from service.app import create_app
 from tests.conftest import settings_for
 from tests.e2e.conftest import free_port
 from tests.service.grpc_helpers import text_request
-from tests.service.test_overload import until
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +44,15 @@ async def running(root: Path, **settings: Any) -> AsyncIterator[Running]:
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
         ):
             yield Running(app, http, pb_grpc.GRPCInferenceServiceStub(channel))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll until the condition holds (bounded): gRPC requests arrive through gRPC's own threads, not this loop."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
 
 
 def sample(app: Any, name: str, **labels: str) -> float:
@@ -81,7 +89,7 @@ async def test_full_queue_is_resource_exhausted_and_a_passed_deadline_drops_the_
     settings = {"max_queue_size": 4, "max_instances": 4, "max_batch_size": 8, "max_queue_delay_ms": 60_000}
     async with running(make_repository(), **settings) as r:
         repository = r.app.state.core.repository
-        queued = asyncio.ensure_future(r.stub.ModelInfer(text_request(["one", "two", "three", "four"]), timeout=0.5))
+        queued = asyncio.ensure_future(r.stub.ModelInfer(text_request(["one", "two", "three", "four"]), timeout=1.5))
         await until(lambda: repository.get("sentiment").batcher.depth == 4)
         with pytest.raises(grpc.aio.AioRpcError) as full:
             await r.stub.ModelInfer(text_request(["five"]))
