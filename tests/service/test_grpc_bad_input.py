@@ -4,6 +4,7 @@ REST API's "what and where" message, short and leaking nothing, and the server k
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -221,3 +222,14 @@ def test_the_server_keeps_serving_after_all_of_it(app: GrpcApp) -> None:
     metrics = app.http.get("/metrics").text
     assert 'protocol="grpc"' in metrics
     assert 'outcome="error"' not in metrics
+
+
+@pytest.mark.xfail(
+    reason="the data plane checks the queue's room before the request's own limits (issue 15, point 1)", strict=True
+)
+def test_more_sequences_than_the_queue_holds_is_invalid_not_a_reason_to_retry(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    add_version(root, 1)
+    with grpc_app(root, max_instances=8, max_queue_size=8) as small:
+        error = rpc_error(small.stub.ModelInfer, text_request(["ok"] * 9))
+    assert_clean(error, INVALID, "9 sequences, more than the limit of 8")
