@@ -49,11 +49,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     ATTENTION_SERVE_HOST=0.0.0.0 \
     ATTENTION_SERVE_PORT=8000 \
+    ATTENTION_SERVE_GRPC_PORT=8001 \
     ATTENTION_SERVE_MODEL_REPOSITORY=/models \
     ATTENTION_SERVE_GRACEFUL_SHUTDOWN_S=8 \
     ATTENTION_SERVE_PROVIDERS=CPUExecutionProvider
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('ATTENTION_SERVE_PORT', '8000'), timeout=4)"]
@@ -136,11 +137,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     ATTENTION_SERVE_HOST=0.0.0.0 \
     ATTENTION_SERVE_PORT=8000 \
+    ATTENTION_SERVE_GRPC_PORT=8001 \
     ATTENTION_SERVE_MODEL_REPOSITORY=/models \
     ATTENTION_SERVE_GRACEFUL_SHUTDOWN_S=8 \
     ATTENTION_SERVE_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('ATTENTION_SERVE_PORT', '8000'), timeout=4)"]

@@ -101,3 +101,37 @@ def run_wrk(url: str, script: Path, bodies: Path, connections: int, duration_s: 
         error_detail=detail,
         client_cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
     )
+
+
+# Binary bodies (Triton's binary tensor extension): each record of the file is "<header length> <body length>\n"
+# and then the body's bytes, which may hold any byte (newlines included).
+BINARY_LUA_SCRIPT = LUA_SCRIPT.replace(
+    """  local headers = {["Content-Type"] = "application/json"}
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      bodies[#bodies + 1] = wrk.format("POST", nil, headers, line)
+    end
+  end""",
+    """  local file = assert(io.open(args[1], "rb"))
+  while true do
+    local line = file:read("*l")
+    if line == nil or #line == 0 then break end
+    local header_length, body_length = line:match("(%d+) (%d+)")
+    local headers = {["Content-Type"] = "application/octet-stream",
+                     ["Inference-Header-Content-Length"] = header_length}
+    bodies[#bodies + 1] = wrk.format("POST", nil, headers, file:read(tonumber(body_length)))
+  end
+  file:close()""",
+)
+
+
+def write_binary_script(folder: Path) -> Path:
+    path = folder / "bodies-binary.lua"
+    path.write_text(BINARY_LUA_SCRIPT, encoding="utf-8")
+    return path
+
+
+def write_binary_bodies(bodies: list[tuple[int, bytes]], path: Path) -> Path:
+    """(JSON header length, whole body) records for the binary script."""
+    path.write_bytes(b"".join(f"{header} {len(body)}\n".encode() + body for header, body in bodies))
+    return path

@@ -9,7 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-PACKAGES = ("onnxruntime", "uvicorn", "fastapi", "starlette", "uvloop", "httptools", "orjson", "tokenizers", "numpy")
+PACKAGES = ("onnxruntime", "uvicorn", "fastapi", "starlette", "uvloop", "httptools", "orjson", "tokenizers", "numpy",
+            "grpcio", "protobuf")  # fmt: skip
 
 
 def cpu_model() -> str:

@@ -59,6 +59,8 @@ def service_spec(label: str, variant: str = "fp32", settings: Mapping[str, str] 
     """The service with the defaults a user gets (log level included), overridden by ``ATTENTION_SERVE_<NAME>``
     settings (names without prefix)."""
     env = {f"ATTENTION_SERVE_{name.upper()}": value for name, value in (settings or {}).items()}
+    # A port of its own for gRPC (never the shared default 8001: workers bind it with SO_REUSEPORT).
+    env.setdefault("ATTENTION_SERVE_GRPC_PORT", str(free_port()))
     command = (
         sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "{port}",
         "--model-repository", "models", "--variant", variant,

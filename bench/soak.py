@@ -1,6 +1,7 @@
 """Soak: hold load on the service for a while, dropping a new model version in every minute; report the damage.
 
     python bench/soak.py --duration 600 --concurrency 64 --reload-every 60 --out bench/results/soak
+    python bench/soak.py --protocol grpc ...      # the same over gRPC (ModelInfer, bench/grpc_load.py)
 
 A copy of the bundled model is served from a scratch repository. wrk keeps ``--concurrency`` connections busy
 for ``--duration`` seconds; every ``--reload-every`` seconds the next version is written beside the serving one
@@ -19,16 +20,18 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import counters, servers
-from bench.corpus import build_bodies, load_samples, write_bodies
+from bench.corpus import Sample, build_bodies, load_samples, write_bodies
+from bench.grpc_load import GrpcPlan, run_grpc, write_requests
 from bench.harness import progress
 from bench.load import LoadResult, run_wrk, write_script
+from bench.protocols import grpc_message
 
 MODEL = servers.ROOT / "models" / "sentiment" / "1"
 GROWTH_LIMIT = 0.10
@@ -51,6 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="seconds of load before memory is first read")
     parser.add_argument("--per-request", type=int, default=1, help="sequences per request")
     parser.add_argument("--workers", type=int, default=0, help="server processes (0: the service's default)")
+    parser.add_argument("--protocol", choices=["rest", "grpc"], default="rest",
+                        help="rest: wrk on the native API; grpc: bench/grpc_load.py on ModelInfer")  # fmt: skip
+    parser.add_argument("--grpc-processes", type=int, default=2, help="gRPC load generator processes")
     parser.add_argument("--out", type=Path, help="folder for the report, the bodies and the server log")
     return parser.parse_args(argv)
 
@@ -107,6 +113,24 @@ def reload_loop(server: servers.RunningServer, repository: Path, args: argparse.
         progress(f"version {version} serving after {serving_after}s; rss {reloads[-1].rss_mib:.1f} MiB")
 
 
+def load_runner(args: argparse.Namespace, server: servers.RunningServer, grpc_port: int, samples: list[Sample],
+                work: Path) -> Callable[[float, float], LoadResult]:  # fmt: skip
+    """(duration, per-request timeout) -> one run at ``--concurrency``, over REST (wrk) or gRPC."""
+    texts = [s.text for s in samples]
+    if args.protocol == "grpc":
+        batches = [
+            texts[i : i + args.per_request] for i in range(0, len(texts) - args.per_request + 1, args.per_request)
+        ]
+        requests = write_requests([grpc_message(batch) for batch in batches], work / "requests.bin")
+        address = f"127.0.0.1:{grpc_port}"
+        return lambda duration, timeout: run_grpc(
+            GrpcPlan(address, requests, args.concurrency, duration, args.grpc_processes, timeout_s=timeout)
+        )
+    bodies = write_bodies(build_bodies(samples, args.per_request), work / "bodies.jsonl")
+    script = write_script(work)
+    return lambda duration, timeout: run_wrk(server.url, script, bodies, args.concurrency, int(duration), timeout)
+
+
 def log_errors(log: Path) -> list[str]:
     return [line for line in log.read_text(errors="replace").splitlines() if '"level":"error"' in line]
 
@@ -118,6 +142,7 @@ def report(load: LoadResult, outcomes: dict[str, float], reloads: list[Reload], 
     return {
         "duration_s": round(load.duration_s, 1),
         "concurrency": args.concurrency,
+        "protocol": args.protocol,
         "requests_sent": load.requests + sum(load.error_detail[k] for k in ("connect", "write", "timeout")),
         "requests_succeeded": load.requests - load.error_detail["status"],
         "requests_failed": failed,
@@ -140,33 +165,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     (repository / "sentiment").mkdir(parents=True)
     add_version(repository, 1)
     samples = load_samples(MODEL / "tokenizer.json", 2048)
-    bodies = write_bodies(build_bodies(samples, args.per_request), work / "bodies.jsonl")
-    script = write_script(work)
-    spec = servers.service_spec("service soak", settings={"poll_interval_s": "1", "workers": str(args.workers)})
+    grpc_port = servers.free_port()
+    settings = {"poll_interval_s": "1", "workers": str(args.workers), "grpc_port": str(grpc_port)}
+    spec = servers.service_spec("service soak", settings=settings)
     spec = servers.ServerSpec(
         spec.label, tuple(str(repository) if p == "models" else p for p in spec.command), spec.env
     )
     server = servers.start(spec, work)
     try:
-        url = server.url
+        load = load_runner(args, server, grpc_port, samples, work)
         progress(f"warming up for {args.warmup}s")
-        run_wrk(url, script, bodies, args.concurrency, args.warmup)
+        load(args.warmup, 10)
         rss_start, before = rss_mib(server), counters.scrape(server.metrics_url or "")
         progress(f"rss after warm-up {rss_start:.1f} MiB; {args.duration}s of load at concurrency {args.concurrency}")
         stop, reloads = threading.Event(), []
         reloader = threading.Thread(target=reload_loop, args=(server, repository, args, stop, reloads), daemon=True)
         reloader.start()
-        load = run_wrk(url, script, bodies, args.concurrency, args.duration, timeout_s=30)
+        result = load(args.duration, 30)
         stop.set()
         reloader.join(timeout=args.reload_every)
         rss_end = rss_mib(server)
         outcomes = (counters.scrape(server.metrics_url or "") - before).summary()
     finally:
         servers.stop(server)
-    result = report(load, outcomes, reloads, (rss_start, rss_end), log_errors(server.log), args)
-    (work / "soak.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    ok = result["requests_failed"] == 0 and rss_end / rss_start - 1 < GROWTH_LIMIT
+    summary = report(result, outcomes, reloads, (rss_start, rss_end), log_errors(server.log), args)
+    (work / "soak.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    ok = summary["requests_failed"] == 0 and rss_end / rss_start - 1 < GROWTH_LIMIT
     progress(f"{'PASS' if ok else 'FAIL'}: report in {work / 'soak.json'}")
     return 0 if ok else 1
 

@@ -6,6 +6,8 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[export,dev]"
+# KServe's SDK lives in a virtualenv of its own (its gRPC messages clash with tritonclient's in one process).
+.venv/bin/python -m tests.e2e.kserve_env >/dev/null
 # The browser test drives Debian's Chromium (nothing downloads a browser).
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

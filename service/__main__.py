@@ -1,4 +1,4 @@
-"""``python -m service``: start the server (uvicorn, uvloop, httptools) with the settings and a few flags."""
+"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC on the same loop) with the settings."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m service", description="Serve the model repository.")
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 turns gRPC off)")
     parser.add_argument("--model-repository", type=Path, help="root of <name>/<version>/ folders (default models)")
     parser.add_argument("--variant", choices=["fp32", "optimized", "int8", "fp16"], help="graph variant to serve")
     parser.add_argument("--workers", type=int, help="server processes (default 0: one per core on CPU, else 1)")

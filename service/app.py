@@ -17,14 +17,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
 from service.activity import board_from_environment
-from service.admission import AdmissionMiddleware
+from service.admission import Admission, AdmissionMiddleware
 from service.batching import BatchPolicy
 from service.dataplane import DataPlane, Limits
 from service.errors import ServiceError
 from service.lifecycle import install_stop_hook
 from service.metrics import Metrics
-from service.protocols import codec, health, native, repository_api, v2
+from service.protocols import codec, health, model_config, native, repository_api, v2
 from service.protocols.deps import AppState
+from service.protocols.grpc_server import GrpcServer
 from service.protocols.hot import HotRoutes
 from service.protocols.ui import install_ui
 from service.repository import ModelRepository, RepositoryConfig
@@ -72,7 +73,8 @@ def build_state(settings: Settings) -> AppState:
     dataplane = DataPlane(
         repository, Limits(settings.max_instances, settings.max_text_chars, settings.request_timeout_s)
     )
-    return AppState(settings, repository, dataplane, metrics, Telemetry(metrics, settings.log_requests))
+    telemetry = Telemetry(metrics, settings.log_requests)
+    return AppState(settings, repository, dataplane, metrics, telemetry, Admission(settings.max_concurrency))
 
 
 class RequestIdMiddleware:
@@ -107,11 +109,11 @@ class ServiceApp(FastAPI):
 
     front: ASGIApp | None = None
 
-    def install_front(self, max_concurrency: int, routers: Sequence[APIRouter]) -> None:
+    def install_front(self, admission: Admission, routers: Sequence[APIRouter]) -> None:
         """``routers``: those included without a prefix whose ``@hot`` routes the front answers itself."""
         framework = partial(FastAPI.__call__, self)
         hot = HotRoutes(framework, self, [route for router in routers for route in router.routes])
-        self.front = RequestIdMiddleware(AdmissionMiddleware(hot, limit=max_concurrency))
+        self.front = RequestIdMiddleware(AdmissionMiddleware(hot, admission))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.front is None:
@@ -157,13 +159,23 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or Settings()
     state = build_state(settings)
 
+    grpc = GrpcServer(state) if settings.grpc_port else None
+
     def stopping() -> None:
         state.repository.stopping = True
+        if grpc is not None:
+            grpc.begin_stop()  # refuse new RPCs now; those in flight finish
         log.info("stop signal: not ready; finishing the requests in flight")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.repository.start()
+        if grpc is not None:
+            try:
+                await grpc.start()
+            except BaseException:  # e.g. the gRPC port is taken: do not leave the models' threads behind
+                await state.repository.stop()
+                raise
         install_stop_hook(stopping)
         log.info("serving models %s from %s", state.repository.names(), settings.model_repository.name)
         refresher = (
@@ -172,6 +184,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         yield
         if refresher is not None:
             refresher.cancel()
+        if grpc is not None:
+            await grpc.stop()  # its requests in flight finish before the batchers drain
         await state.repository.stop()
 
     docs = settings.docs_enabled
@@ -189,9 +203,10 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(health.router)
     app.include_router(native.router)
     app.include_router(v2.router)
+    app.include_router(model_config.router)
     if settings.admin_token is not None:  # control endpoints exist only with a token configured
         app.include_router(repository_api.router)
     if settings.ui_enabled:
         install_ui(app)
-    app.install_front(settings.max_concurrency, [native.router, v2.router])
+    app.install_front(state.admission, [native.router, v2.router])
     return app

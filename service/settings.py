@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # Where and what to serve
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="TCP port of the gRPC API (Open Inference Protocol); 0 turns gRPC off."
+    )
     workers: int = Field(
         0,
         ge=0,
@@ -136,6 +139,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.max_instances > self.max_queue_size:
             raise ValueError("max_instances cannot exceed max_queue_size: such a request could never be queued")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError("grpc_port and port must differ (or set grpc_port to 0 to turn gRPC off)")
         if self.workers > 1 and self.admin_token is not None:
             raise ValueError("the repository load/unload endpoints need one worker: each worker has its own models")
         return self

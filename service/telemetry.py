@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -26,6 +27,8 @@ class Outcome:
 def classify(exc: BaseException | None) -> str:
     if exc is None:
         return "success"
+    if isinstance(exc, asyncio.CancelledError):  # the client went away or its deadline passed (gRPC)
+        return "cancelled"
     if isinstance(exc, ServiceError):
         return {499: "cancelled", 503: "rejected", 504: "timeout"}.get(
             exc.status, "client_error" if exc.status < 500 else "error"

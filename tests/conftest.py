@@ -62,6 +62,9 @@ def user_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def settings_for(root: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"model_repository": root, "poll_interval_s": 0, "intra_op_threads": 1}
+    # gRPC off unless a test asks for it: in-process apps must not all bind the default port.
+    values: dict[str, object] = {
+        "model_repository": root, "poll_interval_s": 0, "intra_op_threads": 1, "grpc_port": 0,
+    }  # fmt: skip
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

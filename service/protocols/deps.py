@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.admission import Admission
 from service.dataplane import DataPlane
 from service.errors import NotFound
 from service.metrics import Metrics
@@ -25,6 +26,7 @@ class AppState:
     dataplane: DataPlane
     metrics: Metrics
     telemetry: Telemetry
+    admission: Admission  # requests in progress, HTTP and gRPC together
 
 
 def app_state(request: Request) -> AppState:

@@ -151,9 +151,20 @@ V2_METADATA: dict[str, Any] = {
     "response_model": None,
     "responses": {200: {"content": {"application/json": {}}}, **error_responses(400, 404, 503)},
 }
+
+
+class ModelReadyResponse(BaseModel):
+    name: str
+    ready: bool = Field(description="False comes with status 400, the protocol's way of saying not ready.")
+
+
 V2_READY: dict[str, Any] = {
     "response_model": None,
-    "responses": {200: {"content": {"application/json": {}}}, **error_responses(400, 404)},
+    "responses": {
+        200: {"model": ModelReadyResponse},
+        400: {"model": ModelReadyResponse | ErrorResponse, "description": "Not ready, or a malformed version"},
+        **error_responses(404),
+    },
 }
 
 REPOSITORY: dict[str, Any] = {

@@ -18,6 +18,7 @@ from service.protocols import codec, schemas, tensors, v2_codec
 from service.protocols.deps import AppStateDep, app_state, authorize_inference
 from service.protocols.hot import hot
 from service.repository import ServedVersion
+from service.settings import Settings
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 HEADER_LENGTH = "inference-header-content-length"
@@ -60,12 +61,17 @@ def metadata(served: ServedVersion, versions: list[str]) -> dict[str, Any]:
     }
 
 
+def server_document(settings: Settings) -> dict[str, Any]:
+    """Name, version and protocol extensions of the server (REST ``GET /v2`` and gRPC ``ServerMetadata``)."""
+    extensions = ["binary_tensor_data", "classification", "model_configuration"]
+    if settings.admin_token is not None:
+        extensions.append("model_repository")
+    return {"name": "attention-serve", "version": __version__, "extensions": extensions}
+
+
 @router.get("/v2", response_model=None, responses={200: {"content": {"application/json": {}}}})
 async def server_metadata(state: AppStateDep) -> Response:
-    extensions = ["binary_tensor_data", "classification"]
-    if state.settings.admin_token is not None:
-        extensions.append("model_repository")
-    return codec.json_response({"name": "attention-serve", "version": __version__, "extensions": extensions})
+    return codec.json_response(server_document(state.settings))
 
 
 async def _infer(request: Request, name: str, version: int | None) -> Response:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.dataplane import OPTIONAL_OUTPUTS, InferenceRequest, InferenceResult
+from service.dataplane import ATTENTION, OPTIONAL_OUTPUTS, ROLLOUT, SELF_ATTENTION, InferenceRequest, InferenceResult
 from service.errors import InvalidInput
 from service.protocols import codec, tensors
 
@@ -22,7 +22,8 @@ OUTPUTS = ("label", "probabilities", "attention", "lengths", "tokens", "offsets"
 DEFAULT_OUTPUTS = ("label", "probabilities", "attention", "lengths")
 INPUTS = ("text", "input_ids", "attention_mask")
 ID_TYPES = ("INT32", "INT64")
-REQUEST_PARAMETERS = {"binary_data_output", "timeout", "timeout_ms", "truncate", "priority"}
+REQUEST_PARAMETERS = {"attention", "binary_data_output", "timeout", "timeout_ms", "truncate", "priority"}
+ATTENTION_OUTPUTS = (ATTENTION, SELF_ATTENTION, ROLLOUT)
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,11 @@ class _Binary:
 
 def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> DecodedInfer:
     fields = codec.expect_object(body, "body")
-    unknown = set(fields) - {"id", "parameters", "inputs", "outputs"}
+    unknown = set(fields) - {"id", "model_name", "parameters", "inputs", "outputs"}
     if unknown:
         raise InvalidInput(codec.unknown_fields(unknown, "body"))
+    if fields.get("model_name", model) != model:  # KServe's client repeats the path's model name in the body
+        raise InvalidInput("model_name: the body names another model than the path")
     request_id = fields.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"id: expected a string, got {codec.kind(request_id)}")
@@ -69,7 +72,7 @@ def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> D
     items, source = _items(tensors_by_name)
     binary_default = bool(parameters.get("binary_data_output", False))
     outputs = _requested_outputs(fields.get("outputs"), binary_default)
-    wanted = None if outputs is None else frozenset(o.name for o in outputs) & OPTIONAL_OUTPUTS
+    wanted = _wanted(outputs, parameters)
     request = InferenceRequest(
         model, version, items, wanted, bool(parameters.get("truncate", False)), _timeout(parameters), source
     )
@@ -195,6 +198,16 @@ def _items(decoded: dict[str, np.ndarray | list[str]]) -> tuple[list[str | np.nd
     return rows, "input 'input_ids'"
 
 
+def _wanted(outputs: tuple[RequestedOutput, ...] | None, parameters: dict[str, Any]) -> frozenset[str] | None:
+    """The attention outputs asked for: by the ``outputs`` list, or by ``parameters.attention`` (our extension,
+    as over native REST) with the default outputs; None for the version's default."""
+    if "attention" in parameters:
+        if outputs is not None:
+            raise InvalidInput("parameters.attention: give either the outputs list or this parameter, not both")
+        return codec.decode_attention(parameters["attention"], "parameters.attention")
+    return None if outputs is None else frozenset(o.name for o in outputs) & OPTIONAL_OUTPUTS
+
+
 def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutput, ...] | None:
     if value is None:
         return None
@@ -279,23 +292,31 @@ def _classification(probabilities: np.ndarray, labels: tuple[str, ...], count: i
     return "BYTES", values, [len(order), count]
 
 
-def default_outputs(result: InferenceResult, binary: bool) -> tuple[RequestedOutput, ...]:
-    """What a request that names no outputs gets: ``DEFAULT_OUTPUTS``, less attention for a model without it."""
-    has_attention = all(p.attention is not None for p in result.predictions)
-    names = [n for n in DEFAULT_OUTPUTS if n != "attention" or has_attention]
-    return tuple(RequestedOutput(name, binary) for name in names)
+def requested_outputs(result: InferenceResult, decoded: DecodedInfer) -> tuple[RequestedOutput, ...]:
+    """The outputs named by the request, else the defaults: label, probabilities, lengths and whichever attention
+    outputs the result holds (the version's per-token attention, or what ``parameters.attention`` chose)."""
+    if decoded.outputs is not None:
+        return decoded.outputs
+    first = result.predictions[0]
+    held = [n for n in ATTENTION_OUTPUTS if getattr(first, n) is not None]
+    names = ["label", "probabilities", *(n for n in held if n == ATTENTION), "lengths"]
+    names += [n for n in held if n != ATTENTION]
+    return tuple(RequestedOutput(name, decoded.binary_default) for name in names)
+
+
+def binary_chunk(data: np.ndarray | list[str], datatype: str) -> bytes:
+    """One output's data in the binary tensor format (REST's binary section, gRPC's raw contents)."""
+    return tensors.encode_bytes_elements(data) if isinstance(data, list) else tensors.encode_fixed(data, datatype)
 
 
 def encode_infer(result: InferenceResult, decoded: DecodedInfer) -> tuple[dict[str, Any], bytes]:
     """The JSON header and the binary section (empty when no output is binary)."""
     outputs, chunks = [], []
-    for output in decoded.outputs or default_outputs(result, decoded.binary_default):
+    for output in requested_outputs(result, decoded):
         datatype, data, shape = output_tensor(result, output)
         entry: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": shape}
         if output.binary:
-            chunk = (
-                tensors.encode_bytes_elements(data) if isinstance(data, list) else tensors.encode_fixed(data, datatype)
-            )
+            chunk = binary_chunk(data, datatype)
             entry["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
         else:

@@ -70,9 +70,10 @@ def test_models_are_the_mounted_host_folder(compose: dict[str, Any], service: st
 @pytest.mark.parametrize(("service", "target"), SERVING.items())
 def test_ports_agree_with_the_image(compose: dict[str, Any], dockerfile: Dockerfile, service: str, target: str) -> None:
     spec = compose["services"][service]
-    port = spec["environment"]["ATTENTION_SERVE_PORT"]
+    port, grpc_port = spec["environment"]["ATTENTION_SERVE_PORT"], spec["environment"]["ATTENTION_SERVE_GRPC_PORT"]
     assert port == dockerfile.env(target)["ATTENTION_SERVE_PORT"]
-    assert [p.rsplit(":", 1)[1] for p in spec["ports"]] == [port]
+    assert grpc_port == dockerfile.env(target)["ATTENTION_SERVE_GRPC_PORT"]
+    assert [p.rsplit(":", 1)[1] for p in spec["ports"]] == [port, grpc_port]
     assert spec["environment"]["ATTENTION_SERVE_HOST"] == "0.0.0.0"
 
 

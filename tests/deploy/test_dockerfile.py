@@ -79,7 +79,7 @@ def test_serving_image_listens_on_every_interface_at_its_exposed_port(dockerfile
     expose = dockerfile.last(target, "EXPOSE")
     assert expose is not None
     assert env["ATTENTION_SERVE_HOST"] == "0.0.0.0"
-    assert expose.value == env["ATTENTION_SERVE_PORT"] == "8000"
+    assert expose.value.split() == [env["ATTENTION_SERVE_PORT"], env["ATTENTION_SERVE_GRPC_PORT"]] == ["8000", "8001"]
 
 
 @pytest.mark.parametrize("target", SERVING)

@@ -20,9 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import ROOT, add_version
 from tests.deploy.dockerfile import Dockerfile, context_files, copy_of, ignore_patterns
@@ -174,8 +176,9 @@ def container(image: Image, env: dict[str, str], log: Path) -> Iterator[tuple[su
 
 
 def test_container_serves_predictions_then_stops_on_sigterm(image: Image, tmp_path: Path) -> None:
-    port = str(free_port())  # what `-p` would map; everything else is the image's own configuration
+    port, grpc_port = str(free_port()), str(free_port())  # what `-p` would map; the rest is the image's own
     env = {**image.environment(TARGET, base_image_path()), "ATTENTION_SERVE_PORT": port}
+    env["ATTENTION_SERVE_GRPC_PORT"] = grpc_port
     assert env["ATTENTION_SERVE_HOST"] == "0.0.0.0"
     assert Path(env["ATTENTION_SERVE_MODEL_REPOSITORY"]).joinpath("sentiment", "1", "model.onnx").is_file()
     log = tmp_path / "server.log"
@@ -190,6 +193,10 @@ def test_container_serves_predictions_then_stops_on_sigterm(image: Image, tmp_pa
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
         assert len(row["tokens"]) == len(row["offsets"]) == len(row["attention"]) > 0
         assert abs(sum(row["attention"]) - 1) < 1e-4
+
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # the image's gRPC side, health first
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
 
         metadata = httpx.get(f"{url}/v1/models/sentiment/metadata", timeout=10).json()
         assert metadata["attention_serve"]["providers"][0] == env["ATTENTION_SERVE_PROVIDERS"].split(",")[0]
@@ -211,6 +218,7 @@ def test_compose_service_serves_a_newly_exported_version_without_restart(image: 
     port = str(free_port())
     env = {**image.environment(TARGET, base_image_path()), **composed}
     env |= {"ATTENTION_SERVE_PORT": port, "ATTENTION_SERVE_MODEL_REPOSITORY": str(host_models)}
+    env["ATTENTION_SERVE_GRPC_PORT"] = str(free_port())
     with container(image, env, tmp_path / "server.log") as (_, url):
         add_version(host_models, 2)  # as the exporter writes it: a staging folder, then a rename
         deadline = time.monotonic() + 10 * float(env["ATTENTION_SERVE_POLL_INTERVAL_S"]) + 30

@@ -30,7 +30,7 @@ KNATIVE_CONTAINER = {"name", "args", "command", "env", "envFrom", "image", "imag
 KNATIVE_FLAGGED_POD = {"securityContext", "tolerations", "affinity", "nodeSelector", "terminationGracePeriodSeconds"}
 
 
-def problems(isvc: dict[str, Any]) -> list[str]:
+def problems(isvc: dict[str, Any], grpc: bool = False) -> list[str]:
     """Why KServe (Serverless or RawDeployment) would refuse or mis-serve this InferenceService; empty if nothing."""
     found = []
     if (isvc.get("apiVersion"), isvc.get("kind")) != ("serving.kserve.io/v1beta1", "InferenceService"):
@@ -41,11 +41,11 @@ def problems(isvc: dict[str, Any]) -> list[str]:
     if set(spec) != {"predictor"}:
         found.append(f"spec must hold just the predictor, not {sorted(set(spec) - {'predictor'})}")
     predictor = spec.get("predictor", {})
-    found += predictor_problems(predictor)
+    found += predictor_problems(predictor, grpc)
     return found
 
 
-def predictor_problems(predictor: dict[str, Any]) -> list[str]:
+def predictor_problems(predictor: dict[str, Any], grpc: bool = False) -> list[str]:
     found = []
     if FRAMEWORKS & set(predictor):
         found.append(f"a custom predictor names no framework ({sorted(FRAMEWORKS & set(predictor))})")
@@ -66,11 +66,11 @@ def predictor_problems(predictor: dict[str, Any]) -> list[str]:
     if [c.get("name") for c in containers] != ["kserve-container"]:
         found.append("a custom predictor has one container, named kserve-container")
     for container in containers:
-        found += container_problems(container)
+        found += container_problems(container, grpc)
     return found
 
 
-def container_problems(container: dict[str, Any]) -> list[str]:
+def container_problems(container: dict[str, Any], grpc: bool = False) -> list[str]:
     found = []
     if set(container) - KNATIVE_CONTAINER:
         found.append(f"container fields Knative rejects: {sorted(set(container) - KNATIVE_CONTAINER)}")
@@ -78,6 +78,8 @@ def container_problems(container: dict[str, Any]) -> list[str]:
     if env.get("PROTOCOL") != "v2":
         found.append("KServe reads a custom predictor's protocol from PROTOCOL, which must be v2")
     ports = container.get("ports", [])
+    if grpc:
+        return found + grpc_port_problems(container, env)
     if len(ports) != 1 or ports[0].get("name") != "http1":
         found.append("exactly one port, named http1 (the server speaks HTTP/1.1, not h2c)")
     elif str(ports[0].get("containerPort")) != env.get("ATTENTION_SERVE_PORT"):
@@ -86,6 +88,22 @@ def container_problems(container: dict[str, Any]) -> list[str]:
         get = container.get(probe, {}).get("httpGet", {})
         if get.get("path") != path or (ports and get.get("port") != ports[0].get("containerPort")):
             found.append(f"{probe} must GET {path} on the container port")
+    return found
+
+
+def grpc_port_problems(container: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """The gRPC predictor: one port named h2c (KServe's name for HTTP/2 in the clear) where gRPC listens, probed
+    through gRPC's health service."""
+    found, ports = [], container.get("ports", [])
+    if len(ports) != 1 or ports[0].get("name") != "h2c":
+        found.append("exactly one port, named h2c (the gRPC server)")
+    elif str(ports[0].get("containerPort")) != env.get("ATTENTION_SERVE_GRPC_PORT"):
+        found.append("ATTENTION_SERVE_GRPC_PORT must be the container port KServe routes to")
+    elif env.get("ATTENTION_SERVE_PORT") == env.get("ATTENTION_SERVE_GRPC_PORT"):
+        found.append("the HTTP server needs a port of its own")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if ports and container.get(probe, {}).get("grpc", {}).get("port") != ports[0].get("containerPort"):
+            found.append(f"{probe} must ask gRPC health on the container port")
     return found
 
 
@@ -159,3 +177,25 @@ def test_request_timeout_outlasts_the_graceful_shutdown(isvc: dict[str, Any]) ->
     # Knative gives a terminating pod the revision timeout as its grace period.
     graceful = float(literal_env(container_of(isvc))["ATTENTION_SERVE_GRACEFUL_SHUTDOWN_S"])
     assert isvc["spec"]["predictor"]["timeout"] >= graceful + 10
+
+
+GRPC_PATH = PATH.with_name("inferenceservice-grpc.yaml")
+GRPC_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "port named http1": lambda d: container_of(d)["ports"][0].update(name="http1"),
+    "gRPC on another port": set_env("ATTENTION_SERVE_GRPC_PORT", "8001"),
+    "readiness over HTTP": lambda d: container_of(d).update(readinessProbe={"httpGet": {"path": "/", "port": 8081}}),
+    "protocol missing": set_env("PROTOCOL", None),
+}
+
+
+def test_grpc_inference_service_is_a_valid_custom_predictor() -> None:
+    (document,) = load_documents(GRPC_PATH)
+    assert problems(document, grpc=True) == []
+    assert document["metadata"]["name"] != load_documents(PATH)[0]["metadata"]["name"], "both can be deployed"
+
+
+@pytest.mark.parametrize("mistake", GRPC_MISTAKES)
+def test_grpc_structural_check_reports(mistake: str) -> None:
+    (broken,) = load_documents(GRPC_PATH)
+    GRPC_MISTAKES[mistake](broken)
+    assert problems(broken, grpc=True) != []

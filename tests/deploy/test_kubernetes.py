@@ -3,7 +3,9 @@ the image and the service (ports, probes, grace periods, users, GPU or not)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +132,11 @@ def test_service_reaches_the_pods_on_the_served_port(render: tuple[str, list[dic
     _, container = server(documents)
     service = one(documents, "Service")
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    (port,) = service["spec"]["ports"]
-    assert port_number(container, port["targetPort"]) == int(literal_env(container)["ATTENTION_SERVE_PORT"])
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert set(ports) == {"http", "grpc"}
+    env = literal_env(container)
+    assert port_number(container, ports["http"]["targetPort"]) == int(env["ATTENTION_SERVE_PORT"])
+    assert port_number(container, ports["grpc"]["targetPort"]) == int(env["ATTENTION_SERVE_GRPC_PORT"])
 
 
 def test_autoscaler_and_disruption_budget_govern_the_deployment(render: tuple[str, list[dict]]) -> None:
@@ -243,3 +248,57 @@ def test_shared_repository_is_seeded_and_exported_into_the_served_claim(shared_r
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert not mount.get("readOnly", False)
     assert job_pod["securityContext"]["fsGroup"] == pod["securityContext"]["fsGroup"]
+
+
+def base_server() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base Deployment (as written, not rendered) and its server container."""
+    (deployment,) = load_documents(K8S / "base" / "deployment.yaml")
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "server"]
+    return deployment, container
+
+
+def test_service_and_pods_expose_the_grpc_port() -> None:
+    _, container = base_server()
+    grpc_port = int(literal_env(container)["ATTENTION_SERVE_GRPC_PORT"])
+    assert port_number(container, "grpc") == grpc_port
+    (service,) = load_documents(K8S / "base" / "service.yaml")
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    assert port_number(container, port["targetPort"]) == grpc_port
+    assert port["appProtocol"] == "kubernetes.io/h2c"  # HTTP/2 in the clear, for proxies and meshes
+
+
+def test_the_grpc_readiness_component_probes_the_grpc_port(tmp_path: Path) -> None:
+    """The component's patch, merged by hand as kustomize would, gives a valid Deployment probing gRPC health."""
+    component = yaml.safe_load((K8S / "components" / "grpc-probes" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    (patch,) = load_documents(K8S / "components" / "grpc-probes" / component["patches"][0]["path"])
+    (patched,) = patch["spec"]["template"]["spec"]["containers"]
+    deployment, container = base_server()
+    probe = {k: v for k, v in {**container["readinessProbe"], **patched["readinessProbe"]}.items() if v is not None}
+    container["readinessProbe"] = probe
+    assert probe["grpc"] == {"port": int(literal_env(container)["ATTENTION_SERVE_GRPC_PORT"]), "service": ""}
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(deployment))
+    status, output = kubernetes_validate(path)
+    assert status == 0, output
+
+
+def test_the_grpc_readiness_component_renders_onto_an_overlay(tmp_path: Path) -> None:
+    """kubectl's kustomize applies the component to the cpu overlay: readiness over gRPC, the rest unchanged."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the kustomizations cannot be rendered here")
+    relative = partial(os.path.relpath, start=tmp_path)  # kustomize takes no absolute paths
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [relative(K8S / "overlays" / "cpu")],
+        "components": [relative(K8S / "components" / "grpc-probes")],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = run([kubectl, "kustomize", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    _, container = server(parse_documents(result.stdout))
+    assert container["readinessProbe"]["grpc"] == {"port": 8001, "service": ""}
+    assert "httpGet" not in container["readinessProbe"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"

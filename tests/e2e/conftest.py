@@ -33,6 +33,7 @@ class RunningServer:
     url: str
     log: Path
     log_file: BinaryIO
+    grpc_address: str = ""
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -47,12 +48,13 @@ def start_server(
     repository: Path, log: Path, env: dict[str, str] | None = None, ready_within: float = 90
 ) -> RunningServer:
     """Start ``python -m service`` and wait (bounded) until its readiness endpoint answers 200."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     command = [sys.executable, "-m", "service", "--port", str(port), "--model-repository", str(repository)]
+    command += ["--grpc-port", str(grpc_port)]
     log_file = log.open("wb")
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log, log_file)
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log, log_file, f"127.0.0.1:{grpc_port}")
     deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         if process.poll() is not None:

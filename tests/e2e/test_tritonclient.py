@@ -45,6 +45,9 @@ def test_health_metadata_and_readiness(client: triton.InferenceServerClient) -> 
     metadata = client.get_model_metadata("sentiment")
     assert [t["name"] for t in metadata["inputs"]] == ["text", "input_ids", "attention_mask"]
     assert {"label", "probabilities", "attention"} <= {t["name"] for t in metadata["outputs"]}
+    config = client.get_model_config("sentiment")  # Triton's model configuration extension
+    assert (config["name"], config["platform"], config["max_batch_size"]) == ("sentiment", "onnxruntime_onnx", 256)
+    assert {t["name"]: t["dims"] for t in config["output"]}["probabilities"] == [3]
 
 
 @pytest.mark.parametrize("binary", [True, False])

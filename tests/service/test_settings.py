@@ -51,3 +51,10 @@ def test_automatic_workers_are_one_per_core_on_cpu_and_one_otherwise() -> None:
 def test_impossible_combinations_are_refused(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**values)  # type: ignore[arg-type]
+
+
+def test_the_grpc_port_is_its_own() -> None:
+    assert Settings().grpc_port == 8001
+    assert Settings(grpc_port=0).grpc_port == 0  # gRPC off
+    with pytest.raises(ValidationError, match="grpc_port and port must differ"):
+        Settings(port=9000, grpc_port=9000)

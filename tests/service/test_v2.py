@@ -201,3 +201,41 @@ def test_metadata_and_readiness(client: TestClient) -> None:
     assert server["name"] == "attention-serve"
     assert "binary_tensor_data" in server["extensions"]
     assert "model_repository" not in server["extensions"]
+    assert "model_configuration" in server["extensions"]
+
+
+def test_kserve_clients_repeat_the_model_name_in_the_body(client: TestClient) -> None:
+    body = {"id": "3f1c0f4e-8a35-4a3c-9f7c-1b2a4d5e6f70", "model_name": "sentiment", "inputs": [text_input(TEXTS)]}
+    assert infer(client, body)["id"] == body["id"]
+    response = client.post(INFER, json={**body, "model_name": "other"})
+    assert response.status_code == 400
+    assert "model_name" in response.json()["error"]
+
+
+def test_parameters_attention_picks_the_attention_outputs(client: TestClient) -> None:
+    body = {"inputs": [text_input(TEXTS)], "parameters": {"attention": ["rollout"]}}
+    assert set(outputs_of(infer(client, body))) == {"label", "probabilities", "lengths", "rollout"}
+    body["parameters"] = {"attention": "none"}
+    assert set(outputs_of(infer(client, body))) == {"label", "probabilities", "lengths"}
+    body["outputs"] = [{"name": "label"}]
+    assert client.post(INFER, json=body).status_code == 400
+
+
+def test_model_configuration_endpoints(client: TestClient) -> None:
+    config = client.get("/v2/models/sentiment/config").json()
+    assert config["name"] == "sentiment"
+    assert config["max_batch_size"] == 256
+    assert {t["name"]: t["dims"] for t in config["output"]}["probabilities"] == [3]
+    assert {t["name"]: t for t in config["input"]}["text"]["reshape"] == {"shape": []}
+    assert config["version_policy"] == {"latest": {"num_versions": 1}}
+    assert client.get("/v2/models/sentiment/versions/1/config").json() == config
+    assert client.get("/v2/models/sentiment/versions/4/config").status_code == 404
+    assert client.get("/v2/models/absent/config").status_code == 404
+
+
+def test_not_ready_is_a_documented_400(client: TestClient) -> None:
+    response = client.get("/v2/models/sentiment/versions/7/ready")
+    assert (response.status_code, response.json()) == (400, {"name": "sentiment", "ready": False})
+    documented = client.get("/openapi.json").json()["paths"]["/v2/models/{name}/versions/{version}/ready"]["get"]
+    schemas = documented["responses"]["400"]["content"]["application/json"]["schema"]["anyOf"]
+    assert {"$ref": "#/components/schemas/ModelReadyResponse"} in schemas  # what schemathesis checks it against
