@@ -3,9 +3,9 @@ texts of exactly 16, 64 and 128 tokens, at 1 and 32 connections, side by side in
 
     python bench/lengths.py [--lengths 16,64,128] [--concurrency 1,32] [--duration 10] [--rounds 2] [--out DIR]
 
-"service" runs with its defaults (one worker per core, one intra-op thread each, and a lone batch — one that
-starts while no other batch runs in any worker — on a second session with every core); "service, lone off" is the
-same with ``LONE_BATCH_THREADS=1`` (what the service did before). See bench/README.md.
+"service" runs with its defaults (one worker per core, one intra-op thread each; a batch that has its worker to
+itself runs on the event loop's thread); "service, inline off" is the same with ``LONE_BATCH_INLINE=false`` (every
+batch handed to an inference thread and back, as before). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bench.report import HttpSummary
 from model_export.data import load_bundled_corpus
 
 MODEL_DIR = servers.ROOT / "models" / "sentiment" / "1"
-LABELS = ("service", "service, lone off", "naive")
+LABELS = ("service", "service, inline off", "naive")
 
 
 def numbers(text: str) -> list[int]:
@@ -88,17 +88,18 @@ def ratio(a: HttpSummary | None, b: HttpSummary | None) -> str:
 
 def table(results: dict[int, dict[str, dict[tuple[int, int], HttpSummary]]], raw: dict[int, float]) -> str:
     rows = [
-        "| tokens | conc | service req/s, p99 ms | lone off req/s, p99 ms | naive req/s, p99 ms | service / naive "
-        "| service / lone off | service p99 − raw b1 p99 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tokens | conc | "
+        + " | ".join(f"{label}: req/s, p99 ms" for label in LABELS)
+        + " | service / naive | service / inline off | service p99 − raw b1 p99 |",
+        "|---:|---:|" + "---:|" * (len(LABELS) + 3),
     ]
     for length, http in results.items():
         for point in sorted(http[LABELS[0]], key=lambda p: p[1]):
-            service, off, naive = (http[label].get(point) for label in LABELS)
+            service, inline_off, naive = (http[label].get(point) for label in LABELS)
             gap = f"{service.p99_ms - raw[length]:+.2f} ms" if service and point[1] == 1 else ""
+            cells = " | ".join(cell(http[label].get(point)) for label in LABELS)
             rows.append(
-                f"| {length} | {point[1]} | {cell(service)} | {cell(off)} | {cell(naive)} | {ratio(service, naive)} "
-                f"| {ratio(service, off)} | {gap} |"
+                f"| {length} | {point[1]} | {cells} | {ratio(service, naive)} | {ratio(service, inline_off)} | {gap} |"
             )
     return "\n".join(rows)
 
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"raw batch 1, {n} tokens: p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms")
     specs = [
         servers.service_spec(LABELS[0]),
-        servers.service_spec(LABELS[1], settings={"lone_batch_threads": "1"}),
+        servers.service_spec(LABELS[1], settings={"lone_batch_inline": "false"}),
         servers.naive_spec(LABELS[2], threads=threads),
     ]
     script = write_script(work)

@@ -12,7 +12,6 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from service.activity import BOARD_ENV
 from service.app import create_app
 from service.lifecycle import stop_with_parent
 from service.logs import configure_logging
@@ -67,13 +66,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run(create_app(settings.model_copy(update={"workers": 1})), **options)
         return
     # Each worker process builds its own app from the environment: hand the command-line flags on that way,
-    # and give Prometheus a folder where the workers' metrics meet, with the board of which worker runs a batch.
+    # and give Prometheus a folder where the workers' metrics meet.
     overrides["workers"] = workers
     os.environ.update({f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in overrides.items()})
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     with tempfile.TemporaryDirectory(prefix="attention-serve-workers-") as folder:
         os.environ[MULTIPROCESS_ENV] = folder
-        os.environ[BOARD_ENV] = str(Path(folder) / "activity")
         uvicorn.run(FACTORY, factory=True, workers=workers, **options)
 
 

@@ -16,7 +16,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
-from service.activity import board_from_environment
 from service.admission import Admission, AdmissionMiddleware
 from service.batching import BatchPolicy
 from service.dataplane import DataPlane, Limits
@@ -57,7 +56,6 @@ def build_state(settings: Settings) -> AppState:
             cache_dir=settings.cache_dir,
             require_provider=settings.require_provider,
             allow_spinning=settings.allow_spinning,
-            lone_threads=settings.lone_threads,
         ),
         BatchPolicy(
             max_batch_size=settings.max_batch_size,
@@ -66,9 +64,9 @@ def build_state(settings: Settings) -> AppState:
             batches_in_flight=settings.batches_in_flight,
             length_buckets=tuple(sorted(settings.length_buckets)),
             split_min=settings.batch_split_min,
+            inline_lone=settings.lone_batch_inline,
         ),
         lambda name, version, stats: metrics.observe_batch(name, str(version), stats),
-        board_from_environment(),
     )
     dataplane = DataPlane(
         repository, Limits(settings.max_instances, settings.max_text_chars, settings.request_timeout_s)

@@ -44,6 +44,7 @@ class BatchPolicy:
     batches_in_flight: int = 1
     length_buckets: tuple[int, ...] = ()
     split_min: int = 0
+    inline_lone: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            inline = self.policy.inline_lone and not self._running and self._depth == 0
+            task = asyncio.get_running_loop().create_task(self._execute(batch, inline))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -220,14 +222,18 @@ class Batcher:
                 batch.append(item)
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item], inline: bool) -> None:
+        """Run one batch off the event loop, or, when it is ``inline`` (alone), on the loop's own thread."""
         started = time.monotonic()
         outputs = self._outputs + (self._explain_outputs if any(item.explain for item in batch) else ())
         rows = [item.ids for item in batch]
         failed = False
         try:
-            loop = asyncio.get_running_loop()
-            answers, width = await loop.run_in_executor(self._executor, self._pad_and_run, rows, outputs)
+            if inline:
+                answers, width = self._pad_and_run(rows, outputs)
+            else:
+                loop = asyncio.get_running_loop()
+                answers, width = await loop.run_in_executor(self._executor, self._pad_and_run, rows, outputs)
         except Exception:
             failed, width = True, max(len(r) for r in rows)
             log.exception("inference failed for a batch of %d sequences", len(batch))

@@ -13,15 +13,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-import numpy as np
-
-from service.activity import ActivityBoard
-from service.batching import Batcher, BatchPolicy, BatchStats, PadRule, RunBatch
+from service.batching import Batcher, BatchPolicy, BatchStats, PadRule
 from service.errors import LoadFailed, NotFound, Unavailable, quote
 from service.model_folder import LoadedFolder, ModelFolderError, fingerprint, load_folder, valid_name
 from service.runtime import RuntimeOptions, release_memory
@@ -83,10 +80,8 @@ class ModelRepository:
         runtime: RuntimeOptions,
         policy: BatchPolicy,
         observe: Observer,
-        board: ActivityBoard | None = None,
     ) -> None:
         self.config, self.runtime, self.policy, self._observe = config, runtime, policy, observe
-        self.board = board or ActivityBoard()
         self._serving: dict[str, dict[int, ServedVersion]] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._expected: set[str] = set(config.models or ())
@@ -280,7 +275,7 @@ class ModelRepository:
         policy = self.policy if loaded.model.device == "cpu" else dataclasses.replace(self.policy, split_min=0)
         padding = PadRule(signature.pad_id, signature.paddable, signature.fixed_length)
         batcher = Batcher(
-            self._runner(loaded), policy, padding, core, explain,
+            loaded.model.predict, policy, padding, core, explain,
             lambda stats: self._observe(spec.name, spec.version, stats),
         )  # fmt: skip
         versions = dict(self._serving.get(spec.name, {}))
@@ -291,18 +286,6 @@ class ModelRepository:
             "model %s version %s serving (variant %s, providers %s)",
             spec.name, spec.version, spec.variant, ",".join(loaded.model.providers),
         )  # fmt: skip
-
-    def _runner(self, loaded: LoadedFolder) -> RunBatch:
-        """The model's predict, counted on the activity board: a call that starts alone may take every core."""
-        model, board = loaded.model, self.board
-        if model.lone_session is None:
-            return model.predict
-
-        def run(ids: np.ndarray, mask: np.ndarray, roles: Sequence[str]) -> dict[str, np.ndarray]:
-            with board.running() as alone:
-                return model.predict(ids, mask, roles, alone)
-
-        return run
 
     async def _unload(self, name: str, version: int) -> None:
         versions = dict(self._serving.get(name, {}))

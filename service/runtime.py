@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions: session options, IO binding, the lone-batch session. Numpy in, numpy out.
+"""ONNX Runtime sessions: session options, IO binding. Numpy in, numpy out.
 
 This is the model contract of the service: ``OnnxModel(path, options, max_shape, signature)``,
 ``predict(ids, mask, roles)`` keyed by the signature's roles (``probabilities``, ``attention``,
@@ -75,7 +75,6 @@ class RuntimeOptions:
     cache_dir: Path | None = None
     require_provider: bool = False
     allow_spinning: bool = False
-    lone_threads: int = 0  # a second CPU session with this many threads, for lone batches (when above intra-op)
 
 
 @dataclass(frozen=True)
@@ -123,11 +122,7 @@ def _session_options(options: RuntimeOptions, threads: int) -> ort.SessionOption
 
 
 class OnnxModel:
-    """ONNX Runtime session(s) over one graph file, fed and read through the model's signature.
-
-    On a CPU with ``lone_threads`` above ``intra_op_threads``, a second session of the same graph runs with that
-    many threads: ``predict(..., lone=True)`` takes it for a batch that runs while nothing else does.
-    """
+    """One ONNX Runtime session over one graph file, fed and read through the model's signature."""
 
     def __init__(
         self,
@@ -151,10 +146,6 @@ class OnnxModel:
             types.get(self.signature.token_ids, ""), np.dtype(np.int64)
         )
         self.use_binding = options.io_binding and self.providers[0] != CPU_PROVIDER
-        wide = self.providers[0] == CPU_PROVIDER and options.lone_threads > options.intra_op_threads
-        self.lone_session = (
-            _open(path, _session_options(options, options.lone_threads), [CPU_PROVIDER], [{}]) if wide else None
-        )
 
     @staticmethod
     def _input_names(signature: Signature | None) -> list[str]:
@@ -175,24 +166,17 @@ class OnnxModel:
     def device(self) -> str:
         return "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
 
-    def predict(
-        self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str], lone: bool = False
-    ) -> dict[str, np.ndarray]:
+    def predict(self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str]) -> dict[str, np.ndarray]:
         """Run the graph on padded ``ids`` and ``mask`` (batch, seq); return the outputs of ``roles`` by role.
 
         A graph without a mask input gets only the ids; self-attention comes back as ``[batch, L, H, T, T]``.
-        ``lone``: nothing else runs now, so the wide session (if any) may take every core.
         """
         signature = self.signature
         feed = {signature.token_ids: ids.astype(self.id_dtype, copy=False)}
         if signature.mask is not None:
             feed[signature.mask] = mask.astype(self.id_dtype, copy=False)
         names = [signature.outputs[role] for role in roles]
-        if self.use_binding:
-            arrays = self._predict_bound(feed, names)
-        else:
-            session = self.lone_session if lone and self.lone_session is not None else self.session
-            arrays = session.run(names, feed)
+        arrays = self._predict_bound(feed, names) if self.use_binding else self.session.run(names, feed)
         found = dict(zip(roles, arrays, strict=True))
         if "self_attention" in found:
             found["self_attention"] = to_layers_heads(found["self_attention"], signature.self_attention_layout)
@@ -214,5 +198,4 @@ class OnnxModel:
         for batch in sorted({1, max_batch}):
             for length in lengths:
                 ids = np.ones((batch, length), dtype=self.id_dtype)
-                for lone in (False, True) if self.lone_session is not None else (False,):
-                    self.predict(ids, np.ones_like(ids), roles, lone)
+                self.predict(ids, np.ones_like(ids), roles)

@@ -62,14 +62,6 @@ class Settings(BaseSettings):
         0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores divided by the workers)."
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
-    lone_batch_threads: int = Field(
-        0,
-        ge=0,
-        description=(
-            "On CPU, intra-op threads of a batch that starts while no other batch runs in any worker, from a second "
-            "session of the graph (0: every usable core; 1 or at most INTRA_OP_THREADS: no second session)."
-        ),
-    )
     allow_spinning: bool = Field(
         False, description="Let ONNX Runtime's idle threads spin (fastest alone, but steals cores from the server)."
     )
@@ -90,6 +82,13 @@ class Settings(BaseSettings):
     batches_in_flight: int = Field(2, ge=1, le=64, description="Batches of one version running at once.")
     length_buckets: Annotated[list[int], NoDecode] = Field(
         [], description="Sequence-length bucket bounds for grouping, e.g. [16, 32, 64] (empty: no grouping)."
+    )
+    lone_batch_inline: bool = Field(
+        True,
+        description=(
+            "Run a batch that has the worker to itself (nothing else queued or running) on the event loop's thread "
+            "instead of handing it to an inference thread and back."
+        ),
     )
     batch_split_min: int = Field(
         4,
@@ -144,11 +143,6 @@ class Settings(BaseSettings):
         if self.workers > 1 and self.admin_token is not None:
             raise ValueError("the repository load/unload endpoints need one worker: each worker has its own models")
         return self
-
-    @property
-    def lone_threads(self) -> int:
-        """Intra-op threads for a lone batch: the setting, or every core this process may run on."""
-        return self.lone_batch_threads or usable_cores()
 
     @property
     def threads(self) -> int:

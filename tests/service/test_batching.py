@@ -21,6 +21,7 @@ class Recorder:
 
     def __init__(self, hold_first: bool = False) -> None:
         self.batches: list[np.ndarray] = []
+        self.threads: list[int] = []
         self.release = threading.Event()
         self.started = threading.Event()
         self.hold_first = hold_first
@@ -28,6 +29,7 @@ class Recorder:
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         self.batches.append(ids.copy())
+        self.threads.append(threading.get_ident())
         self.started.set()
         if self.hold_first and len(self.batches) == 1:
             self.release.wait(timeout=10)
@@ -235,4 +237,23 @@ async def test_a_fixed_width_graph_is_always_padded_to_its_width() -> None:
     results = await asyncio.gather(*batcher.submit(rows, False, deadline()))
     assert [r["length"] for r in results] == [3, 1]
     assert [b.tolist() for b in recorder.batches] == [[[1, 2, 3, 7, 7, 7], [1, 7, 7, 7, 7, 7]]]
+    await batcher.close()
+
+
+async def test_a_lone_batch_runs_on_the_loops_thread_and_company_goes_to_the_inference_threads() -> None:
+    recorder = Recorder(hold_first=True)
+    policy = BatchPolicy(max_batch_size=2, batches_in_flight=2, inline_lone=True)
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
+    loop_thread = threading.get_ident()
+    recorder.hold_first = False
+    (alone,) = batcher.submit([np.arange(1, 4)], False, deadline())
+    assert (await alone)["total"] == 6
+    assert recorder.threads == [loop_thread]  # nothing else queued or running: no hand-off
+    recorder.hold_first, recorder.batches, recorder.threads = True, [], []
+    first = batcher.submit([np.arange(1, 3), np.arange(1, 2)], False, deadline())
+    second = batcher.submit([np.arange(1, 5)], False, deadline())  # queued behind the first: not alone
+    await wait_started(recorder)
+    recorder.release.set()
+    assert [r["total"] for r in await asyncio.gather(*first, *second)] == [3, 1, 10]
+    assert loop_thread not in recorder.threads
     await batcher.close()
