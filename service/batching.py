@@ -72,6 +72,7 @@ class _Item:
     ids: np.ndarray
     explain: bool
     future: asyncio.Future[Row]
+    alone: bool
     enqueued: float = field(default_factory=time.monotonic)
     timer: asyncio.TimerHandle | None = None
 
@@ -140,13 +141,19 @@ class Batcher:
         if self._depth + count > self.policy.max_queue_size:
             raise Overloaded(f"the queue is full ({self.policy.max_queue_size} sequences); retry shortly")
 
-    def submit(self, rows: Sequence[np.ndarray], explain: bool, deadline: float) -> list[asyncio.Future[Row]]:
-        """Queue every row or none of them; each future resolves to that row's outputs (still padded)."""
+    def submit(
+        self, rows: Sequence[np.ndarray], explain: bool, deadline: float, alone: bool = False
+    ) -> list[asyncio.Future[Row]]:
+        """Queue every row or none of them; each future resolves to that row's outputs (still padded).
+
+        ``alone``: the caller knows of no other request in progress, so the rows may run on the loop's thread
+        (with ``inline_lone``) if nothing else is queued or running when their batch starts.
+        """
         self.check_room(len(rows))
         loop = asyncio.get_running_loop()
         futures = []
         for ids in rows:
-            item = _Item(ids, explain, loop.create_future())
+            item = _Item(ids, explain, loop.create_future(), alone)
             item.timer = loop.call_at(loop.time() + max(deadline - time.monotonic(), 0.0), self._expire, item)
             self._queues[bisect.bisect_left(self.policy.length_buckets, len(ids))].append(item)
             futures.append(item.future)
@@ -183,7 +190,7 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
-            inline = self.policy.inline_lone and not self._running and self._depth == 0
+            inline = self.policy.inline_lone and not self._running and self._depth == 0 and all(i.alone for i in batch)
             task = asyncio.get_running_loop().create_task(self._execute(batch, inline))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

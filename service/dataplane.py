@@ -158,6 +158,7 @@ def _facts(served: ServedVersion) -> dict[str, object]:
 class DataPlane:
     def __init__(self, repository: ModelRepository, limits: Limits) -> None:
         self.repository, self.limits = repository, limits
+        self.active = 0  # requests between decoding and their answer, all protocols (one event loop: no lock)
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         served = self.repository.get(request.model, request.version)
@@ -169,13 +170,16 @@ class DataPlane:
         served.batcher.check_room(len(sequences))
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
         explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
-        futures = served.batcher.submit([s.ids for s in sequences], explain, deadline)
+        futures = served.batcher.submit([s.ids for s in sequences], explain, deadline, self.active == 0)
+        self.active += 1
         try:
             rows = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
         except BaseException:
             for future in futures:
                 future.cancel()  # drop this request's other sequences from the queue
             raise
+        finally:
+            self.active -= 1
         spec = served.folder.spec
         pooled = spec.signature.attention_source == "pooling"
         predictions = [_predict(spec.labels, s, row, outputs, pooled) for s, row in zip(sequences, rows, strict=True)]

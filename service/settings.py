@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     lone_batch_inline: bool = Field(
         True,
         description=(
-            "Run a batch that has the worker to itself (nothing else queued or running) on the event loop's thread "
-            "instead of handing it to an inference thread and back."
+            "Run a batch that has the worker to itself (no other request waiting, nothing else queued or running) on "
+            "the event loop's thread instead of handing it to an inference thread and back."
         ),
     )
     batch_split_min: int = Field(

@@ -246,12 +246,14 @@ async def test_a_lone_batch_runs_on_the_loops_thread_and_company_goes_to_the_inf
     batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
     loop_thread = threading.get_ident()
     recorder.hold_first = False
-    (alone,) = batcher.submit([np.arange(1, 4)], False, deadline())
+    (unsure,) = batcher.submit([np.arange(1, 4)], False, deadline())  # the caller knows of other requests
+    assert (await unsure)["total"] == 6
+    (alone,) = batcher.submit([np.arange(1, 4)], False, deadline(), alone=True)
     assert (await alone)["total"] == 6
-    assert recorder.threads == [loop_thread]  # nothing else queued or running: no hand-off
+    assert recorder.threads[1:] == [loop_thread] != recorder.threads[:1]  # alone, nothing queued: no hand-off
     recorder.hold_first, recorder.batches, recorder.threads = True, [], []
-    first = batcher.submit([np.arange(1, 3), np.arange(1, 2)], False, deadline())
-    second = batcher.submit([np.arange(1, 5)], False, deadline())  # queued behind the first: not alone
+    first = batcher.submit([np.arange(1, 3), np.arange(1, 2)], False, deadline(), alone=True)
+    second = batcher.submit([np.arange(1, 5)], False, deadline(), alone=True)  # queued behind the first: company
     await wait_started(recorder)
     recorder.release.set()
     assert [r["total"] for r in await asyncio.gather(*first, *second)] == [3, 1, 10]
