@@ -158,6 +158,7 @@ def _facts(served: ServedVersion) -> dict[str, object]:
 class DataPlane:
     def __init__(self, repository: ModelRepository, limits: Limits) -> None:
         self.repository, self.limits = repository, limits
+        self._item_limits = ItemLimits(limits.max_instances, limits.max_text_chars)
         self.active = 0  # requests between decoding and their answer, all protocols (one event loop: no lock)
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
@@ -165,8 +166,7 @@ class DataPlane:
         outputs = resolve_outputs(request.outputs, served)
         # Everything the request itself gets wrong is a 400 before the capacity check: a 503 says "retry", and
         # only waiting may cure it.
-        limits = ItemLimits(self.limits.max_instances, self.limits.max_text_chars)
-        sequences = prepare(request.items, request.source, request.truncate, served.folder, limits)
+        sequences = prepare(request.items, request.source, request.truncate, served.folder, self._item_limits)
         served.batcher.check_room(len(sequences))
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
         explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
