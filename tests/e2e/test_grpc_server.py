@@ -29,13 +29,18 @@ def grpc_in_progress(server: RunningServer) -> float:
 
 
 def refused_soon(address: str) -> grpc.StatusCode | None:
-    """The code a fresh connection's RPC gets once the server stops taking RPCs (bounded wait)."""
+    """The code a fresh connection's RPC gets once the server stops taking RPCs (bounded wait).
+
+    An RPC that reached the server in the instant its stop began may be left unanswered until its own deadline
+    (grpc.aio's race, seen once in CI under load): that one says nothing yet, so the next probe decides.
+    """
     for _ in range(500):
         with grpc.insecure_channel(address, options=OWN_CONNECTION) as channel:
             try:
                 pb_grpc.GRPCInferenceServiceStub(channel).ServerLive(pb.ServerLiveRequest(), timeout=2)
             except grpc.RpcError as error:
-                return error.code()
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return error.code()
         time.sleep(0.01)
     return None
 
@@ -46,19 +51,23 @@ def test_sigterm_lets_the_rpc_in_flight_finish_refuses_new_ones_then_exits(
     # A lone sequence waits out the queue delay for company: the RPC is in flight for those seconds.
     env = {"ATTENTION_SERVE_MAX_QUEUE_DELAY_MS": "3000"}
     server = start_server(make_repository(), tmp_path / "server.log", env=env)
-    with grpc.insecure_channel(server.grpc_address) as channel:
-        in_flight = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.future(text_request(["in flight"]), timeout=30)
-        for _ in range(500):  # bounded wait until the server counts the RPC as in progress
-            if grpc_in_progress(server) >= 1:
-                break
-            time.sleep(0.01)
-        assert grpc_in_progress(server) == 1
-        server.process.terminate()
-        assert refused_soon(server.grpc_address) == grpc.StatusCode.UNAVAILABLE
-        answer = in_flight.result()
+    try:
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            in_flight = stub.ModelInfer.future(text_request(["in flight"]), timeout=30)
+            for _ in range(500):  # bounded wait until the server counts the RPC as in progress
+                if grpc_in_progress(server) >= 1:
+                    break
+                time.sleep(0.01)
+            assert grpc_in_progress(server) == 1
+            server.process.terminate()
+            assert refused_soon(server.grpc_address) == grpc.StatusCode.UNAVAILABLE
+            answer = in_flight.result()
+    finally:
+        status = server.stop()  # whatever happened: no server or open log left behind for the next test
     assert answer.model_name == "sentiment"
     assert answer.outputs[0].name == "label"
-    assert server.stop() in (0, -signal.SIGTERM)
+    assert status in (0, -signal.SIGTERM)
     log = server.log.read_text()
     assert log.index("gRPC stopped") < log.index("model sentiment version 1 unloaded")
 
