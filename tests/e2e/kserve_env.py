@@ -25,6 +25,8 @@ def kserve_python(location: Path = LOCATION) -> Path:
     wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
+    if location.is_symlink() or location.is_file():
+        location.unlink()  # a stale link or file where the virtualenv belongs: venv cannot clear it
     venv.create(location, with_pip=True, clear=True)
     install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)]
     subprocess.run(install, check=True)
