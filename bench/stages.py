@@ -123,6 +123,7 @@ async def throughput(app: FastAPI, bodies: Sequence[bytes], callers: int, second
 async def stage_times(app: FastAPI, body: bytes, seconds: float) -> list[StageTime]:
     from service.batching import pad
     from service.protocols import codec, native
+    from service.sequences import ItemLimits, prepare
 
     state = app.state.core
     served = state.repository.get("sentiment")
@@ -130,7 +131,12 @@ async def stage_times(app: FastAPI, body: bytes, seconds: float) -> list[StageTi
     request, _ = native.decode_request(parsed, "sentiment", None)
     texts = [item for item in request.items if isinstance(item, str)]
     result = await state.dataplane.infer(request)
-    ids = [s.ids for s in state.dataplane._prepare(request, served)]  # the data plane's tokenize + validate step
+    limits = ItemLimits(state.dataplane.limits.max_instances, state.dataplane.limits.max_text_chars)
+
+    def tokenize_and_check() -> Any:  # the data plane's first step
+        return prepare(request.items, request.source, request.truncate, served.folder, limits)
+
+    ids = [s.ids for s in tokenize_and_check()]
     padded, mask = pad(ids, served.folder.spec.pad_id)
     model = served.folder.model
 
@@ -142,7 +148,7 @@ async def stage_times(app: FastAPI, body: bytes, seconds: float) -> list[StageTi
         ("JSON decode (codec.parse_json)", lambda: codec.parse_json(body)),
         ("request decoding (native.decode_request)", lambda: native.decode_request(parsed, "sentiment", None)),
         ("tokenization (tokenizer.encode)", lambda: served.folder.tokenizer.encode(texts)),
-        ("tokenize + validate (dataplane._prepare)", lambda: state.dataplane._prepare(request, served)),
+        ("tokenize + validate (sequences.prepare)", tokenize_and_check),
         ("padding (batching.pad)", lambda: pad(ids, served.folder.spec.pad_id)),
         ("ONNX Runtime alone (model.predict)", lambda: model.predict(padded, mask, ("probabilities", "attention"))),
         ("data plane: submit, batch, ORT, shape (infer)", lambda: state.dataplane.infer(request)),
@@ -162,7 +168,8 @@ async def measure(bodies: dict[int, list[bytes]], seconds: float, naive: bool) -
         from service.app import create_app
         from service.settings import Settings
 
-        app = create_app(Settings(model_repository=ROOT / "models", poll_interval_s=0, log_level="warning"))
+        settings = Settings(model_repository=ROOT / "models", poll_interval_s=0, log_level="warning", grpc_port=0)
+        app = create_app(settings)
     report: dict[str, Any] = {"stages": {}, "in_process": {}}
     async with app.router.lifespan_context(app):
         for per_request, group in bodies.items():
