@@ -41,11 +41,8 @@ def prepare(
     for index, text in texts.items():
         if len(text) > limits.max_text_chars:
             raise InvalidInput(f"{source}[{index}]: text of {len(text)} characters, limit {limits.max_text_chars}")
-    encoded = dict(zip(texts, _encode(list(texts.values()), folder), strict=True))
-    spec = folder.spec
-    if truncate:
-        encoded.update(_cut([i for i, e in encoded.items() if len(e.ids) > spec.max_length], texts, folder))
-    dtype = folder.model.id_dtype
+    encoded = dict(zip(texts, _encode(list(texts.values()), folder, truncate), strict=True))
+    spec, dtype = folder.spec, folder.model.id_dtype
     checked = []
     for index, item in enumerate(items):
         sequence = encoded[index] if index in encoded else Checked(np.asarray(item), False)
@@ -54,16 +51,12 @@ def prepare(
     return checked
 
 
-def _encode(texts: list[str], folder: LoadedFolder, cut: bool = False) -> list[Checked]:
+def _encode(texts: list[str], folder: LoadedFolder, cut: bool) -> list[Checked]:
+    """``cut``: through the tokenizer's own truncation, which keeps the special tokens its post-processor adds
+    (a BERT tokenizer's closing [SEP] stays)."""
     if not texts:
         return []
-    return [Checked(e.ids, cut, e.tokens, e.offsets) for e in folder.tokenizer.encode(texts, cut)]
-
-
-def _cut(indices: list[int], texts: dict[int, str], folder: LoadedFolder) -> dict[int, Checked]:
-    """Texts longer than the model's maximum, tokenized again with the tokenizer's own truncation, which keeps the
-    special tokens its post-processor adds (a BERT tokenizer's closing [SEP] stays)."""
-    return dict(zip(indices, _encode([texts[i] for i in indices], folder, cut=True), strict=True))
+    return [Checked(e.ids, e.cut, e.tokens, e.offsets) for e in folder.tokenizer.encode(texts, cut)]
 
 
 def _fit(where: str, seq: Checked, truncate: bool, max_length: int, vocab_size: int) -> Checked:

@@ -12,11 +12,12 @@ from tokenizers import Tokenizer
 
 @dataclass(frozen=True)
 class Encoded:
-    """One text's token ids, token strings, and the character span of each token in the text."""
+    """One text's token ids, token strings, the character span of each token, and whether the text was cut."""
 
     ids: np.ndarray
     tokens: list[str]
     offsets: list[tuple[int, int]]
+    cut: bool = False
 
 
 class TextTokenizer:
@@ -38,11 +39,12 @@ class TextTokenizer:
         self.vocab_size: int = self._tokenizer.get_vocab_size()
 
     def encode(self, texts: Sequence[str], cut: bool = False) -> list[Encoded]:
-        """Encode many texts in one call (the Rust tokenizer parallelises the batch); ``cut``: to the maximum."""
+        """Encode many texts in one call (the Rust tokenizer parallelises the batch); ``cut``: to the maximum,
+        each result saying whether its text was longer."""
         tokenizer = self._cutting if cut else self._tokenizer
         # A batch call hands even one text to the Rust thread pool: a wake-up, costly under load.
         encodings = [tokenizer.encode(texts[0])] if len(texts) == 1 else tokenizer.encode_batch(list(texts))
-        return [Encoded(np.asarray(e.ids, dtype=self.id_dtype), e.tokens, e.offsets) for e in encodings]
+        return [Encoded(np.asarray(e.ids, self.id_dtype), e.tokens, e.offsets, bool(e.overflowing)) for e in encodings]
 
     def tokens_of(self, ids: Sequence[int]) -> list[str]:
         return [self._tokenizer.id_to_token(int(i)) or "" for i in ids]
