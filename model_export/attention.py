@@ -95,9 +95,8 @@ def received(last: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
 
     Padding keys get 0 and the rest sums to 1 (renormalised over the real tokens, as the signature says).
     """
-    per_key = tf.einsum("bq,bqk->bk", real, tf.reduce_mean(as_heads(last), axis=1))
-    per_key /= tf.maximum(tf.reduce_sum(real, axis=1, keepdims=True), 1.0)
-    return only_real(per_key, real)
+    per_key = tf.einsum("bq,bqk->bk", real, tf.reduce_mean(as_heads(last), axis=1))  # summed over real queries
+    return only_real(per_key, real)  # renormalised: the sum's scale (the count of real queries) cancels
 
 
 def only_real(weights: tf.Tensor, real: tf.Tensor) -> tf.Tensor:

@@ -60,9 +60,14 @@ def convert(function: Callable[..., dict[str, tf.Tensor]], signature: Signature,
     return proto
 
 
+def signature_of(model: AttentionClassifier) -> Signature:
+    """The signature of a classifier ``train`` built: its encoder blocks are the attention layers."""
+    return trained_signature(tuple(block.name for block in model.blocks), PAD_ID)
+
+
 def export_onnx(model: AttentionClassifier, opset: int = OPSET) -> onnx.ModelProto:
     """The trained classifier's graph: ids and mask in; probabilities, attention and self-attention out."""
-    signature = trained_signature(tuple(block.name for block in model.blocks), PAD_ID)
+    signature = signature_of(model)
 
     def serve(input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
         return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)  # type: ignore[no-any-return]
@@ -137,7 +142,7 @@ def verify_parity(
 
 def trained_parity(model: AttentionClassifier, onnx_bytes: bytes, real: Sequence[Feeds], seed: int = 0) -> Parity:
     """Parity of the trained classifier on random inputs of several shapes and on ``real`` batches."""
-    signature = trained_signature(tuple(block.name for block in model.blocks), PAD_ID)
+    signature = signature_of(model)
 
     def reference(feeds: Feeds) -> dict[str, np.ndarray]:
         outputs = model(dict(feeds), training=False)

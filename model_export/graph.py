@@ -33,9 +33,8 @@ class Imported:
 def forward(imported: Imported, ids: tf.Tensor, mask: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """The exported graph: the model run with its attention recorded, normalised to the signature's outputs."""
     plan, layout = imported.plan, imported.layout
-    model_mask = mask if mask is not None else (tf.ones_like(ids) if imported.source.has_mask else None)
     with capturing(plan.captured) as calls:
-        outputs = imported.source.call(ids, model_mask)
+        outputs = imported.source.call(ids, mask)
     probabilities = tf.cast(outputs[plan.probabilities], tf.float32)
     result = {PROBABILITIES: tf.nn.softmax(probabilities, axis=-1) if plan.logits else probabilities}
     real = real_tokens(ids, mask, layout)
@@ -58,16 +57,20 @@ def real_tokens(ids: tf.Tensor, mask: tf.Tensor | None, layout: Layout) -> tf.Te
     return tf.ones_like(ids, dtype=tf.float32)  # never padded: every token is real
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a ``--logits`` model's output, as the exported graph applies it."""
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
+
+
 def reference(imported: Imported, call: feeds.Feeds) -> dict[str, np.ndarray]:
     """What the exported graph must give: the model's own prediction, and the recorded attention, eagerly."""
     signature = imported.signature
     ids = tf.constant(call[signature.token_ids])
     mask = tf.constant(call[signature.mask]) if signature.mask else None
-    model_mask = mask if mask is not None else (tf.ones_like(ids) if imported.source.has_mask else None)
-    plain = np.asarray(imported.source.call(ids, model_mask)[imported.plan.probabilities], dtype=np.float64)
+    plain = np.asarray(imported.source.call(ids, mask)[imported.plan.probabilities], dtype=np.float64)
     if imported.plan.logits:
-        plain = np.exp(plain - plain.max(-1, keepdims=True))
-        plain /= plain.sum(-1, keepdims=True)
+        plain = softmax(plain)
     recorded = forward(imported, ids, mask)
     expected = {name: np.asarray(value) for name, value in recorded.items() if name != PROBABILITIES}
     return {PROBABILITIES: plain.astype(np.float32), **expected}

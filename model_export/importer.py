@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import tensorflow as tf
 from model_export import artifact, feeds, text, variants
 from model_export.data import Dataset, load_file
 from model_export.export import OPSET, ExportError, Parity, convert, graph_io, verify_parity
-from model_export.graph import Imported, forward, reference
+from model_export.graph import Imported, forward, reference, softmax
 from model_export.inspection import inspect_model
 from model_export.loading import ImportFailure, Source, load_source, run_custom_objects
 from model_export.padding import choose_layout
@@ -73,8 +72,11 @@ def run_import(request: ImportRequest) -> Path:
     if imported.source.text_vectorization is not None:
         parity = _text_parity(imported, onnx_bytes, parity)
     calls, order = feeds.batches(rows, imported.signature) if rows else (_random(imported, request), None)
-    metrics = _metrics(onnx_bytes, calls, order, truth) if truth is not None and order is not None else {}
-    variant_files, variant_info = variants.build_variants(onnx_bytes, request.variants, calls, truth, order)
+    fp32 = feeds.predict(onnx_bytes, calls, order) if truth is not None and order is not None else None
+    metrics = _metrics(truth, fp32)
+    variant_files, variant_info = variants.build_variants(
+        onnx_bytes, request.variants, calls, truth, order, reference=fp32
+    )
     files = {artifact.MODEL_FILE: onnx_bytes, artifact.TOKENIZER_FILE: imported.text.data, **variant_files}
     metadata = _metadata(request, imported, graph_io(proto), parity, metrics, variant_info, dataset)
     metadata["export_seconds"] = round(time.monotonic() - started, 1)
@@ -158,12 +160,11 @@ def _text_parity(imported: Imported, onnx_bytes: bytes, parity: Parity) -> Parit
     model = imported.source.text_model
     texts = list(SAMPLE_TEXTS)
     rows = feeds.encode(imported.text.tokenizer, texts, imported.layout.max_len, imported.signature)
-    got = np.concatenate([feeds.predict(onnx_bytes, [feeds.feed([row], imported.signature)], [0]) for row in rows])
+    got = feeds.predict(onnx_bytes, [feeds.feed([row], imported.signature) for row in rows], range(len(rows)))
     strings = tf.constant(texts)[:, None] if len(model.inputs[0].shape) == 2 else tf.constant(texts)
     expected = np.concatenate([np.asarray(model(strings[i : i + 1], training=False)) for i in range(len(texts))])
     if imported.plan.logits:
-        expected = np.exp(expected - expected.max(-1, keepdims=True))
-        expected /= expected.sum(-1, keepdims=True)
+        expected = softmax(expected)
     diff = float(np.max(np.abs(expected - got)))
     if not diff <= 1e-4:
         raise ExportError(f"Keras on the texts and ONNX on tokenizer.json's ids disagree by {diff:.3g}")
@@ -171,9 +172,11 @@ def _text_parity(imported: Imported, onnx_bytes: bytes, parity: Parity) -> Parit
     return Parity(max(parity.max_abs_diff, diff), per_output, parity.cases + len(texts))
 
 
-def _metrics(onnx_bytes: bytes, calls: Sequence[feeds.Feeds], order: Sequence[int], truth: list[int]) -> dict[str, Any]:
-    probabilities = feeds.predict(onnx_bytes, calls, order)
-    return {**score(truth, probabilities.argmax(-1)), "rows": len(truth)}
+def _metrics(truth: list[int] | None, fp32: np.ndarray | None) -> dict[str, Any]:
+    """The FP32 graph's scores on the labelled ``--data`` rows (none without them)."""
+    if truth is None or fp32 is None:
+        return {}
+    return {**score(truth, fp32.argmax(-1)), "rows": len(truth)}
 
 
 def _metadata(

@@ -85,7 +85,7 @@ def _probe(source: Source, captured: Sequence[keras.layers.Layer], length: int, 
     mask = np.ones_like(ids)
     try:
         with capturing(captured) as calls:
-            outputs = source.call(ids, mask if source.has_mask else None)
+            outputs = source.call(ids, mask)
     except Exception as exc:  # the model's own error: say where it happened
         raise ImportFailure(
             f"the model failed on 2 sequences of {length} token ids in [1, {vocab_size}): {type(exc).__name__}: "

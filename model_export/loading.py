@@ -41,7 +41,9 @@ class Source:
     _keep: Any = field(default=None, repr=False)  # a SavedModel's loaded object: its variables live as long
 
     def call(self, ids: tf.Tensor, mask: tf.Tensor | None) -> list[tf.Tensor]:
-        """The model's outputs (flattened) for int32 ``ids`` and, if it takes one, ``mask``."""
+        """The model's outputs (flattened) for int32 ``ids`` and, if it takes one, ``mask`` (all ones if None)."""
+        if self.has_mask and mask is None:
+            mask = tf.ones_like(ids)
         return list(self._call(ids, mask))
 
     def layers(self) -> list[keras.layers.Layer]:

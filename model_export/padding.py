@@ -105,5 +105,5 @@ def _pads_safely(source: Source, plan: Plan, pad_id: int, vocab_size: int, longe
 
 
 def _probabilities(source: Source, plan: Plan, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    outputs = source.call(ids, mask if source.has_mask else None)
+    outputs = source.call(ids, mask)
     return np.asarray(outputs[plan.probabilities], dtype=np.float64)

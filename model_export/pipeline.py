@@ -16,9 +16,8 @@ from tokenizers import Tokenizer
 from model_export import artifact, variants
 from model_export.config import ModelConfig, TrainConfig
 from model_export.data import Dataset, Splits, split_dataset
-from model_export.export import OPSET, export_onnx, graph_io, trained_parity
+from model_export.export import OPSET, export_onnx, graph_io, signature_of, trained_parity
 from model_export.feeds import Feeds
-from model_export.signature import trained_signature
 from model_export.tokenization import PAD_ID, encode_batch
 from model_export.train import TrainedModel, train
 
@@ -58,8 +57,7 @@ def run(dataset: Dataset, request: ExportRequest, verbose: int = 1) -> Path:
     variant_files, variant_info = variants.build_variants(onnx_bytes, request.variants, test_batches, splits.test[1])
     files.update(variant_files)
     metadata = _metadata(dataset, splits, trained, graph_io(proto), parity.__dict__, variant_info)
-    signature = trained_signature(tuple(block.name for block in trained.model.blocks), PAD_ID)
-    metadata["signature"] = signature.to_json()
+    metadata["signature"] = signature_of(trained.model).to_json()
     metadata["train_config"] = request.training.to_dict()
     metadata["export_seconds"] = round(time.monotonic() - started, 1)
     folder = artifact.write_version(request.repository, request.name, files, metadata)

@@ -59,14 +59,19 @@ def build_variants(
     truth: Sequence[int] | None,
     order: Sequence[int] | None = None,
     output: str = PROBABILITIES,
+    reference: np.ndarray | None = None,
 ) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
     """Each variant's file, and how it compares with the FP32 graph on the prepared calls.
 
     ``truth`` (labels of the rows, in their original order; ``order`` says how the calls hold them) adds the
     variant's scores and their deltas; without it only agreement and the largest probability difference.
+    ``reference``: the FP32 graph's ``output`` on those calls, where the caller has it already.
     """
+    if not kinds:
+        return {}, {}
     order = list(range(sum(len(next(iter(call.values()))) for call in calls))) if order is None else order
-    reference = predict(onnx_bytes, calls, order, output)
+    reference = predict(onnx_bytes, calls, order, output) if reference is None else reference
+    baseline = score(list(truth), reference.argmax(-1)) if truth is not None else None
     files, info = {}, {}
     for kind in kinds:
         data = BUILDERS[kind](onnx_bytes)
@@ -74,7 +79,7 @@ def build_variants(
         files[VARIANT_FILES[kind]] = data
         info[kind] = {
             "file": VARIANT_FILES[kind],
-            **_deltas(truth, probabilities, reference),
+            **_deltas(truth, probabilities, baseline),
             "max_probability_diff": round(float(np.max(np.abs(probabilities - reference))), 6),
             "agreement": round(float(np.mean(probabilities.argmax(-1) == reference.argmax(-1))), 4),
             "bytes": len(data),
@@ -82,10 +87,10 @@ def build_variants(
     return files, info
 
 
-def _deltas(truth: Sequence[int] | None, probabilities: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    if truth is None:
+def _deltas(truth: Sequence[int] | None, probabilities: np.ndarray, baseline: dict[str, Any] | None) -> dict[str, Any]:
+    if truth is None or baseline is None:
         return {"metrics": None, "accuracy_delta": None, "macro_f1_delta": None}
-    metrics, baseline = score(list(truth), probabilities.argmax(-1)), score(list(truth), reference.argmax(-1))
+    metrics = score(list(truth), probabilities.argmax(-1))
     return {
         "metrics": metrics,
         "accuracy_delta": round(metrics["accuracy"] - baseline["accuracy"], 4),
