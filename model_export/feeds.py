@@ -13,6 +13,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from model_export.signature import PROBABILITIES, Signature
+from model_export.tokenization import pad_rows
 
 Feeds = dict[str, np.ndarray]
 UNK_TOKENS = ("[UNK]", "<unk>", "<UNK>")
@@ -20,14 +21,9 @@ UNK_TOKENS = ("[UNK]", "<unk>", "<UNK>")
 
 def feed(rows: Sequence[Sequence[int]], signature: Signature) -> Feeds:
     """One call's inputs: rows right-padded with the pad id (to the fixed length or the longest row)."""
-    width = signature.fixed_length or max(len(row) for row in rows)
     if not signature.paddable and len({len(row) for row in rows}) > 1:
         raise ValueError("this model cannot be padded: a call takes rows of one length only")
-    ids = np.full((len(rows), width), signature.pad_id, dtype=np.int32)
-    mask = np.zeros((len(rows), width), dtype=np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
+    ids, mask = pad_rows(rows, signature.pad_id, signature.fixed_length)
     feeds = {signature.token_ids: ids}
     if signature.mask is not None:
         feeds[signature.mask] = mask

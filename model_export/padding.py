@@ -17,6 +17,7 @@ import numpy as np
 from model_export.inspection import Plan
 from model_export.loading import ImportFailure, Source
 from model_export.text import Text
+from model_export.tokenization import pad_rows
 
 PAD_TOLERANCE = 1e-5
 
@@ -95,10 +96,7 @@ def _pads_safely(source: Source, plan: Plan, pad_id: int, vocab_size: int, longe
     rng = np.random.default_rng(11)
     rows = [rng.integers(1, max(vocab_size, 3), size=n) for n in (2, width - 1)]
     rows = [np.where(row == pad_id, (pad_id + 1) % vocab_size, row).astype(np.int32) for row in rows]
-    ids = np.full((2, width), pad_id, dtype=np.int32)
-    mask = np.zeros((2, width), dtype=np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    ids, mask = pad_rows(rows, pad_id, width)
     together = _probabilities(source, plan, ids, mask)
     alone = [_probabilities(source, plan, row[None, :], np.ones((1, len(row)), np.int32))[0] for row in rows]
     return bool(all(np.max(np.abs(together[i] - alone[i])) <= PAD_TOLERANCE for i in range(2)))

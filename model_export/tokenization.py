@@ -44,8 +44,13 @@ def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> tu
     """Token ids and attention mask, truncated to ``max_len`` and right-padded to the longest text."""
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     rows = [enc.ids[:max_len] or [tokenizer.token_to_id(UNK_TOKEN)] for enc in encodings]
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), PAD_ID, dtype=np.int32)
+    return pad_rows(rows, PAD_ID)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """int32 ids right-padded with ``pad_id`` to ``width`` (or the longest row), and the mask (1 on real tokens)."""
+    width = width or max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int32)
     mask = np.zeros((len(rows), width), dtype=np.int32)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row
