@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.conftest import ROOT
 
@@ -98,3 +98,27 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def console() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, server: RunningServer, console: list[str]) -> Iterator[Page]:
+    """The viewer, loaded and ready (models listed); console errors and CSP violations are collected."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+
+    def keep(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            console.append(message.text)
+
+    tab.on("console", keep)
+    tab.on("pageerror", lambda error: console.append(f"page error: {error}"))
+    tab.goto(f"{server.url}/ui")
+    expect(tab.locator("#submit")).to_be_enabled()
+    yield tab
+    context.close()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import RunningServer, start_server
 
@@ -36,8 +36,7 @@ EXPECTED: dict[str, tuple[tuple[int, int] | None, str | None]] = {
 @pytest.fixture(scope="module")
 def server(user_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     repository = user_models["seed"].folder.parents[1]
-    env = {"ATTENTION_SERVE_VERSION_POLICY": "specific", "ATTENTION_SERVE_SPECIFIC_VERSIONS": "1"}
-    running = start_server(repository, tmp_path_factory.mktemp("imported") / "server.log", env=env)
+    running = start_server(repository, tmp_path_factory.mktemp("imported") / "server.log")
     yield running
     running.stop()
 
@@ -122,23 +121,9 @@ def test_both_protocols_describe_the_real_signature(
     assert native["attention_serve"]["signature"] == described
 
 
-@pytest.fixture
-def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(20_000)
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.goto(f"{server.url}/ui")
-    expect(tab.locator("#submit")).to_be_enabled()
-    yield tab
-    context.close()
-    assert errors == []
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_page_renders_each_imported_model(
-    page: Page, server: RunningServer, user_models: dict[str, Any], kind: str
+    page: Page, console: list[str], server: RunningServer, user_models: dict[str, Any], kind: str
 ) -> None:
     text = user_models[kind].texts[0]
     (expected,) = predict(server, kind, [text])
@@ -159,6 +144,7 @@ def test_the_page_renders_each_imported_model(
         expect(rollout).to_be_disabled()
         expect(page.locator("#sequences .card-foot")).to_contain_text("this model returns no attention")
         expect(page.locator("#matrix-missing")).to_be_visible()
+        assert console == []  # no script error or warning
         return
     expect(rollout).to_be_checked()
     expect(attention).to_be_enabled()
@@ -170,6 +156,7 @@ def test_the_page_renders_each_imported_model(
     assert all(name[:10] in label for name, label in zip(layers, layer_names, strict=True))
     expect(page.locator("#head option")).to_have_count(layers_heads[1])
     expect(page.locator("#heatmap rect[data-row]")).to_have_count(len(expected["tokens"]) ** 2)
+    assert console == []  # no script error or warning
 
 
 def test_the_seeds_served_attention_peaks_on_the_deciding_word(server: RunningServer) -> None:

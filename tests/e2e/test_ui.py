@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.conftest import BUNDLED_REPOSITORY, ROOT
 from tests.e2e.conftest import RunningServer, start_server
@@ -31,30 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(BUNDLED_REPOSITORY, tmp_path_factory.mktemp("ui") / "server.log")
     yield running
     running.stop()
-
-
-@pytest.fixture
-def console() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def page(browser: Browser, server: RunningServer, console: list[str]) -> Iterator[Page]:
-    """The viewer, loaded and ready (models listed); console errors and CSP violations are collected."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(20_000)
-
-    def keep(message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            console.append(message.text)
-
-    tab.on("console", keep)
-    tab.on("pageerror", lambda error: console.append(f"page error: {error}"))
-    tab.goto(f"{server.url}/ui")
-    expect(tab.locator("#submit")).to_be_enabled()
-    yield tab
-    context.close()
 
 
 def predict(server: RunningServer, texts: list[str], **parameters: Any) -> httpx.Response:

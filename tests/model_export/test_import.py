@@ -7,6 +7,7 @@ with ONNX Runtime and tokenize as the service does (the folder's tokenizer.json,
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -292,12 +293,15 @@ def test_verify_and_list_work_on_imported_folders(
 
 
 def test_variants_of_imported_folders_are_scored_on_their_data_or_compared_on_random_ids(
-    models: dict[str, UserModel],
+    models: dict[str, UserModel], tmp_path: Path
 ) -> None:
-    with_data = json.loads((add_variants(models["seed"].folder, ["int8"]) / "model.json").read_text())
+    copies = {kind: tmp_path / kind / "1" for kind in ("seed", "mha")}  # the shared folders stay as imported
+    for kind, copy in copies.items():
+        shutil.copytree(models[kind].folder, copy)
+    with_data = json.loads((add_variants(copies["seed"], ["int8"]) / "model.json").read_text())
     assert isinstance(with_data["variants"]["int8"]["accuracy_delta"], float)
     assert abs(with_data["variants"]["int8"]["accuracy_delta"]) <= 0.05
-    without = add_variants(models["mha"].folder, ["fp16"])
+    without = add_variants(copies["mha"], ["fp16"])
     info = json.loads((without / "model.json").read_text())["variants"]["fp16"]
     assert info["accuracy_delta"] is None
     assert info["agreement"] >= 0.9
