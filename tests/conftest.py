@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from service.settings import Settings
+from service.signature import Signature as ServedSignature
+from service.signature import check_graph, read_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_REPOSITORY = ROOT / "models"
@@ -68,3 +70,14 @@ def settings_for(root: Path, **overrides: object) -> Settings:
     }  # fmt: skip
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def served_signature(document: dict[str, Any]) -> ServedSignature:
+    """A model.json's signature as the service reads it, checked against the graph's inputs and outputs there."""
+    read = read_signature(document, [o["name"] for o in document["outputs"]])
+    check_graph(
+        read,
+        {i["name"]: i["dtype"] for i in document["inputs"]},
+        {o["name"]: tuple(o["shape"]) for o in document["outputs"]},
+    )
+    return read

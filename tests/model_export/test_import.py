@@ -25,7 +25,7 @@ from model_export.derive import add_variants
 from model_export.importer import ImportRequest, run_import
 from model_export.signature import Signature, read_signature
 from model_export.verify import verify_folder
-from service import signature as service_signature
+from tests.conftest import served_signature
 from tests.model_export.user_models import KINDS, UserModel
 
 # kind: padding, mask input, attention source, attention layers, heads, fixed length, text origin
@@ -83,12 +83,7 @@ def test_the_signature_says_what_the_model_has_and_the_service_reads_it(
     assert document["labels"] == list(models[kind].labels)
     assert document["parity"]["max_abs_diff"] <= PARITY
     assert document["source"]["kind"] == "import"
-    read = service_signature.read_signature(document, [o["name"] for o in document["outputs"]])
-    service_signature.check_graph(
-        read,
-        {i["name"]: i["dtype"] for i in document["inputs"]},
-        {o["name"]: tuple(o["shape"]) for o in document["outputs"]},
-    )
+    read = served_signature(document)
     assert read.paddable == (padding != "none" or fixed is not None)
 
 

@@ -15,8 +15,8 @@ from model_export.data import needle_task
 from model_export.export import PARITY_TOLERANCE
 from model_export.tokenization import encode_batch, load_tokenizer
 from model_export.verify import verify_folder
-from service import signature as service_signature
 from service.explain import attention_rollout
+from tests.conftest import served_signature
 
 NEEDLES = ("alpha", "bravo", "charlie")
 
@@ -63,12 +63,7 @@ def test_train_writes_the_signature_the_service_reads(needle_model: Path) -> Non
         "fixed_length": None,
         "text": {"origin": "trained"},
     }
-    read = service_signature.read_signature(document, [o["name"] for o in document["outputs"]])
-    service_signature.check_graph(
-        read,
-        {i["name"]: i["dtype"] for i in document["inputs"]},
-        {o["name"]: tuple(o["shape"]) for o in document["outputs"]},
-    )
+    read = served_signature(document)
     assert read.paddable
 
 

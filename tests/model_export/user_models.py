@@ -101,6 +101,13 @@ def write_vocab(path: Path, texts: Sequence[str]) -> list[str]:
     return vocab
 
 
+def _vocab_workspace(workdir: Path, name: str) -> tuple[Path, Path, list[str]]:
+    """A model's own folder under ``workdir``, its vocabulary file (from the corpus) and the vocabulary."""
+    folder = workdir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, folder / "vocab.txt", write_vocab(folder / "vocab.txt", CORPUS)
+
+
 def _vocab_splitter() -> str:
     from tokenizers import models, pre_tokenizers
 
@@ -110,7 +117,7 @@ def _vocab_splitter() -> str:
 
 
 def _id_predictor(
-    call: Callable[[np.ndarray], Any], folder: Path, max_len: int, logits: bool = False, fixed: int | None = None
+    call: Callable[[np.ndarray], Any], folder: Path, max_len: int, logits: bool = False
 ) -> Callable[[Sequence[str]], np.ndarray]:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
 
@@ -118,9 +125,7 @@ def _id_predictor(
         rows = []
         for text in texts:
             ids = tokenizer.encode(text).ids[:max_len]  # as the service: the file's own special tokens, if any
-            row = np.zeros((1, fixed or len(ids)), dtype=np.int32)
-            row[0, : len(ids)] = ids
-            rows.append(_probabilities(call(row), logits))
+            rows.append(_probabilities(call(np.asarray([ids], dtype=np.int32)), logits))
         return np.concatenate(rows)
 
     return predict
@@ -216,22 +221,21 @@ def build_text_vectorization(repository: Path, workdir: Path) -> UserModel:
 def build_logits(repository: Path, workdir: Path) -> UserModel:
     """Embedding(mask_zero) → MHA → PoolingAttention (weights are an output) → Dense logits; --vocab --logits."""
     custom = user_layers()
-    (workdir / "logits").mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(workdir / "logits" / "vocab.txt", CORPUS)
+    home, vocab_path, vocab = _vocab_workspace(workdir, "logits")
     keras.utils.set_random_seed(3)
     ids = keras.Input((None,), dtype="int32", name="ids")
     x = layers.Embedding(len(vocab), 16, mask_zero=True)(ids)
     x = layers.MultiHeadAttention(2, 8, name="mha")(x, x)
     pooled, weights = custom.PoolingAttention(name="pool")(x)
     model = keras.Model(ids, [layers.Dense(3, name="logits")(pooled), weights])
-    path = workdir / "logits" / "model.keras"
+    path = home / "model.keras"
     model.save(path)
     request = ImportRequest(
         model=path,
         labels=LABELS3,
         repository=repository,
         name="logits",
-        vocab=workdir / "logits" / "vocab.txt",
+        vocab=vocab_path,
         custom_objects=USER_LAYERS,
         logits=True,
         max_len=40,
@@ -245,17 +249,15 @@ def build_logits(repository: Path, workdir: Path) -> UserModel:
 
 def build_saved_model(repository: Path, workdir: Path) -> UserModel:
     """``model.export()`` of Embedding(mask_zero) → MHA (4 heads, scores returned as an output); --vocab."""
-    (workdir / "saved").mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(workdir / "saved" / "vocab.txt", CORPUS)
+    home, vocab_path, vocab = _vocab_workspace(workdir, "saved")
     keras.utils.set_random_seed(4)
     ids = keras.Input((None,), dtype="int32", name="token_ids")
     x = layers.Embedding(len(vocab), 16, mask_zero=True)(ids)
     x, scores = layers.MultiHeadAttention(4, 4, name="mha")(x, x, return_attention_scores=True)
     x = layers.GlobalAveragePooling1D()(x)
     model = keras.Model(ids, [layers.Dense(3, activation="softmax")(x), scores])
-    path = workdir / "saved" / "saved_model"
+    path = home / "saved_model"
     model.export(str(path), verbose=False)
-    vocab_path = workdir / "saved" / "vocab.txt"
     request = ImportRequest(
         model=path, labels=LABELS3, repository=repository, name="saved_model", vocab=vocab_path, max_len=40
     )
@@ -269,22 +271,21 @@ def build_saved_model(repository: Path, workdir: Path) -> UserModel:
 
 def build_no_attention(repository: Path, workdir: Path) -> UserModel:
     """Embedding → Conv1D → global max pooling → softmax: no attention, no mask; --vocab --max-len."""
-    (workdir / "plain").mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(workdir / "plain" / "vocab.txt", CORPUS)
+    home, vocab_path, vocab = _vocab_workspace(workdir, "plain")
     keras.utils.set_random_seed(5)
     ids = keras.Input((None,), dtype="int32", name="ids")
     x = layers.Embedding(len(vocab), 16)(ids)
     x = layers.Conv1D(16, 3, padding="same", activation="relu")(x)
     x = layers.GlobalMaxPooling1D()(x)
     model = keras.Model(ids, layers.Dense(2, activation="softmax")(x))
-    path = workdir / "plain" / "model.keras"
+    path = home / "model.keras"
     model.save(path)
     request = ImportRequest(
         model=path,
         labels=("no", "yes"),
         repository=repository,
         name="no_attention",
-        vocab=workdir / "plain" / "vocab.txt",
+        vocab=vocab_path,
         max_len=40,
     )
     return _imported("no_attention", request, CORPUS, lambda f: _id_predictor(model, f, 40), model)

@@ -13,6 +13,7 @@ import pytest
 
 from service.app import create_app
 from tests.conftest import settings_for
+from tests.service.test_v2 import binary_request, length_prefixed
 
 pytestmark = pytest.mark.anyio
 
@@ -122,15 +123,11 @@ MANY = ["a short text"] * 5_000  # more than MAX_QUEUE_SIZE (4,096) and MAX_INST
 
 
 def _v2_binary(texts: list[str]) -> tuple[bytes, dict[str, str]]:
-    import orjson
-
-    from service.protocols.tensors import encode_bytes_elements
-
-    data = encode_bytes_elements(texts)
-    header = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "parameters": {}}]}
-    header["inputs"][0]["parameters"]["binary_data_size"] = len(data)
-    head = orjson.dumps(header)
-    return head + data, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+    data = length_prefixed(texts)
+    parameters = {"binary_data_size": len(data)}
+    header = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "parameters": parameters}]}
+    content, headers = binary_request(header, data)
+    return content, {**headers, "Content-Type": "application/octet-stream"}
 
 
 @pytest.mark.parametrize(
@@ -148,7 +145,7 @@ def _v2_binary(texts: list[str]) -> tuple[bytes, dict[str, str]]:
 async def test_a_request_larger_than_the_queue_is_a_400_not_a_retry(
     make_repository: Callable[..., Path], path: str, body: dict | None
 ) -> None:
-    app = create_app(settings_for(make_repository(), intra_op_threads=1))  # the default limits
+    app = create_app(settings_for(make_repository()))  # the default limits
     await app.state.core.repository.start()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:

@@ -84,8 +84,7 @@ def client_for(root: Path, **overrides: object) -> TestClient:
 def ids_of(client: TestClient, model: str, text: str) -> np.ndarray:
     body = {"instances": [text]}
     tokens = client.post(f"/v1/models/{model}:predict", json=body).json()["predictions"][0]["tokens"]
-    vocabulary = json.loads((BUNDLED / "tokenizer.json").read_text())["model"]["vocab"]
-    return np.array([vocabulary[t] for t in tokens])
+    return np.array(ids_of_words(tokens))
 
 
 @pytest.mark.parametrize("layout", ["BTT", "BHTT", "BLHTT"])
