@@ -27,6 +27,11 @@ class LoadPlan:
     timeout_s: int = 10
 
 
+def numbers(text: str) -> list[int]:
+    """A command-line list of integers: ``"1,32,128"`` -> [1, 32, 128]."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

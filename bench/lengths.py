@@ -26,9 +26,9 @@ if __package__ in (None, ""):  # run as a script: import the bench package from 
 import numpy as np
 from tokenizers import Tokenizer
 
-from bench import machine, servers
+from bench import machine, report, servers
 from bench.corpus import Sample, build_bodies, write_bodies
-from bench.harness import LoadPlan, measure_matrix, progress
+from bench.harness import LoadPlan, measure_matrix, numbers, progress
 from bench.load import write_script
 from bench.raw import DEFAULT_OUTPUTS, SessionConfig, make_batches, make_session, measure
 from bench.report import HttpSummary
@@ -36,10 +36,6 @@ from model_export.data import load_bundled_corpus
 
 MODEL_DIR = servers.ROOT / "models" / "sentiment" / "1"
 LABELS = ("service", "service, inline off", "naive")
-
-
-def numbers(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -83,25 +79,20 @@ def cell(summary: HttpSummary | None) -> str:
 
 
 def ratio(a: HttpSummary | None, b: HttpSummary | None) -> str:
-    return "-" if not a or not b or not b.requests_per_s else f"{a.requests_per_s / b.requests_per_s:.2f}×"
+    return "-" if not a or not b else report.ratio(a.requests_per_s, b.requests_per_s)
 
 
 def table(results: dict[int, dict[str, dict[tuple[int, int], HttpSummary]]], raw: dict[int, float]) -> str:
-    rows = [
-        "| tokens | conc | "
-        + " | ".join(f"{label}: req/s, p99 ms" for label in LABELS)
-        + " | service / naive | service / inline off | service p99 − raw b1 p99 |",
-        "|---:|---:|" + "---:|" * (len(LABELS) + 3),
-    ]
+    headers = ["tokens", "conc", *(f"{label}: req/s, p99 ms" for label in LABELS)]
+    headers += ["service / naive", "service / inline off", "service p99 − raw b1 p99"]
+    rows: list[list[object]] = []
     for length, http in results.items():
         for point in sorted(http[LABELS[0]], key=lambda p: p[1]):
             service, inline_off, naive = (http[label].get(point) for label in LABELS)
             gap = f"{service.p99_ms - raw[length]:+.2f} ms" if service and point[1] == 1 else ""
-            cells = " | ".join(cell(http[label].get(point)) for label in LABELS)
-            rows.append(
-                f"| {length} | {point[1]} | {cells} | {ratio(service, naive)} | {ratio(service, inline_off)} | {gap} |"
-            )
-    return "\n".join(rows)
+            cells = [cell(http[label].get(point)) for label in LABELS]
+            rows.append([length, point[1], *cells, ratio(service, naive), ratio(service, inline_off), gap])
+    return report.markdown_table(headers, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

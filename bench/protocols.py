@@ -30,7 +30,7 @@ from bench import machine, servers
 from bench.corpus import Sample, load_samples, token_stats, write_bodies
 from bench.counters import Counters, scrape
 from bench.grpc_load import GrpcPlan, run_grpc, write_requests
-from bench.harness import progress
+from bench.harness import numbers, progress
 from bench.load import LoadResult, run_wrk, write_binary_bodies, write_binary_script, write_script
 from bench.report import HttpSummary, summarise_http
 
@@ -38,10 +38,6 @@ MODEL_DIR = servers.ROOT / "models" / "sentiment" / "1"
 INFER_PATH = "/v2/models/sentiment/infer"
 PROTOCOLS = ("REST JSON", "REST binary", "gRPC")
 Runner = Callable[[int, int], LoadResult]  # (sequences per request, concurrency) -> one run
-
-
-def numbers(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

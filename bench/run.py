@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: import the bench package from 
 
 from bench import machine, servers
 from bench.corpus import Sample, build_bodies, load_samples, token_stats, write_bodies
-from bench.harness import LoadPlan, measure_matrix, progress
+from bench.harness import LoadPlan, measure_matrix, numbers, progress
 from bench.load import write_script
 from bench.raw import DEFAULT_OUTPUTS, RawResult, SessionConfig, make_batches, make_session, measure
 from bench.report import (
@@ -39,10 +39,6 @@ from bench.report import (
 
 MODEL_DIR = servers.ROOT / "models" / "sentiment" / "1"
 MAX_BATCH = 32  # the service's default ATTENTION_SERVE_MAX_BATCH_SIZE
-
-
-def numbers(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def names(text: str) -> list[str]:
