@@ -75,11 +75,7 @@ Observer = Callable[[str, int, BatchStats], None]
 
 class ModelRepository:
     def __init__(
-        self,
-        config: RepositoryConfig,
-        runtime: RuntimeOptions,
-        policy: BatchPolicy,
-        observe: Observer,
+        self, config: RepositoryConfig, runtime: RuntimeOptions, policy: BatchPolicy, observe: Observer
     ) -> None:
         self.config, self.runtime, self.policy, self._observe = config, runtime, policy, observe
         self._serving: dict[str, dict[int, ServedVersion]] = {}

@@ -109,10 +109,10 @@ def to_layers_heads(array: np.ndarray, layout: str) -> np.ndarray:
     return array
 
 
-def _session_options(options: RuntimeOptions, threads: int) -> ort.SessionOptions:
+def _session_options(options: RuntimeOptions) -> ort.SessionOptions:
     session_options = ort.SessionOptions()
     session_options.graph_optimization_level = OPTIMIZATION_LEVELS[options.optimization_level]
-    session_options.intra_op_num_threads = threads
+    session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = options.inter_op_threads
     session_options.log_severity_level = 3
     spin = "1" if options.allow_spinning else "0"
@@ -135,7 +135,7 @@ class OnnxModel:
         preload_gpu_libraries(requested)
         inputs = self._input_names(signature)
         settings = provider_options(requested, options.cache_dir, max_shape, inputs)
-        self.session = _open(path, _session_options(options, options.intra_op_threads), requested, settings)
+        self.session = _open(path, _session_options(options), requested, settings)
         self.providers: list[str] = list(self.session.get_providers())
         check_fallback(requested[0], self.providers[0], options.require_provider)
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
