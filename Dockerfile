@@ -31,6 +31,7 @@ RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh cpu --deps-o
 COPY pyproject.toml README.md ./
 COPY service service
 COPY model_export model_export
+COPY model_format model_format
 RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh cpu
 
 FROM ${PYTHON_IMAGE} AS cpu
@@ -73,6 +74,7 @@ RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh exporter --d
 COPY pyproject.toml README.md ./
 COPY service service
 COPY model_export model_export
+COPY model_format model_format
 RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh exporter
 
 FROM ${PYTHON_IMAGE} AS exporter
@@ -122,6 +124,7 @@ RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh gpu --deps-o
 COPY pyproject.toml README.md ./
 COPY service service
 COPY model_export model_export
+COPY model_format model_format
 RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh gpu
 
 FROM gpu-base AS gpu

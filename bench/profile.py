@@ -44,7 +44,7 @@ IDLE = ("Condition.wait (threading.py", "Queue.get (queue.py", "_worker (concurr
 # within a frame, categories in this order.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ONNX Runtime run", ("onnxruntime/",)),
-    ("tokenization", ("service/tokenizer.py",)),
+    ("tokenization", ("model_format/text.py",)),
     ("JSON decode", ("parse_json (service/protocols/codec.py",)),
     ("response encoding (orjson, Response)", ("json_response (service/protocols/codec.py",)),
     ("response shaping (encode_prediction)", ("encode_prediction (", "encode_columns (")),

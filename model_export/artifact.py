@@ -1,4 +1,4 @@
-"""The model folder, the one contract with the service: ``<repository>/<name>/<version>/``.
+"""Writing the model folder ``<repository>/<name>/<version>/`` (its format: ``model_format``, shared with the service).
 
 A version folder holds ``model.onnx``, ``tokenizer.json``, ``model.json`` and any optimized variants. It is
 written under a hidden temporary name and renamed into place, so a polling server never sees half a model,
@@ -7,7 +7,6 @@ and an existing version is never overwritten: exporting to a taken name creates 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,23 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
-MODEL_FILE = "model.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-METADATA_FILE = "model.json"
+from model_format import document
+from model_format.document import FORMAT_VERSION, METADATA_FILE, sha256_of
+
+MODEL_FILE, TOKENIZER_FILE = document.MODEL_FILE, document.TOKENIZER_FILE  # the file names the format fixes
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ArtifactError(RuntimeError):
     """The model folder cannot be written or read; the message says which path and why."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_name(name: str) -> str:

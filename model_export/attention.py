@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-STOCK_ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention, keras.layers.Attention)
+SCORES = "return_attention_scores"
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,17 @@ class Call:
     outputs: tuple[Any, ...]
 
 
+def offers_scores(layer: keras.layers.Layer) -> bool:
+    """A layer whose ``call`` returns its attention scores when asked (``return_attention_scores=True``)."""
+    return SCORES in inspect.signature(type(layer).call).parameters
+
+
 def is_stock_attention(layer: keras.layers.Layer) -> bool:
-    """A Keras attention layer (``MultiHeadAttention``, ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``
-    or a subclass) whose ``call`` still offers its scores."""
-    if not isinstance(layer, STOCK_ATTENTION):
-        return False
-    return "return_attention_scores" in inspect.signature(type(layer).call).parameters
+    """An attention layer ``capturing`` asks for its scores: one whose ``call`` returns them when asked (Keras'
+    ``MultiHeadAttention``, ``GroupQueryAttention``, ``Attention``, keras-hub's ``DisentangledSelfAttention``), but
+    not a block that merely passes on the scores of an attention layer inside it (keras-hub's ``TransformerEncoder``):
+    the inner layer is the one recorded."""
+    return offers_scores(layer) and not any(offers_scores(sub) for sub in layer._flatten_layers(include_self=False))
 
 
 @contextlib.contextmanager
@@ -60,14 +65,45 @@ def capturing(layers: Sequence[keras.layers.Layer]) -> Iterator[list[Call]]:
                 layer.call = own
 
 
+@contextlib.contextmanager
+def disturbing(layer: keras.layers.Layer, ordinal: int) -> Iterator[list[bool]]:
+    """While the block runs, the ``ordinal``-th call of ``layer`` (0: its first) has its output (the first one, if it
+    returns several) changed at every position but the first: a prediction that stays the same reads only the first
+    position after that call. The list yielded says whether the change was made."""
+    seen, done = [0], [False]
+    own = vars(layer).get("call")
+    original = own or type(layer).call.__get__(layer)
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        outputs = original(*args, **kwargs)
+        seen[0] += 1
+        several = isinstance(outputs, (tuple, list))
+        first = outputs[0] if several else outputs
+        if seen[0] - 1 != ordinal or len(getattr(first, "shape", ())) < 3:
+            return outputs
+        done[0] = True
+        changed = tf.concat([first[:, :1], first[:, 1:] * 0.5 + 1.0], axis=1)
+        return (changed, *outputs[1:]) if several else changed
+
+    layer.call = call
+    try:
+        yield done
+    finally:
+        if own is None:
+            del layer.call
+        else:
+            layer.call = own
+
+
 def _recording(layer: keras.layers.Layer, original: Any, calls: list[Call]) -> Any:
     stock = is_stock_attention(layer)
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        asked = bool(kwargs.get("return_attention_scores", False))
+        asked = bool(kwargs.get(SCORES, False))
         if stock:
-            kwargs["return_attention_scores"] = True
+            kwargs[SCORES] = True
         outputs = original(*args, **kwargs)
         first = args[0] if args else next(iter(kwargs.values()), None)
         if stock:
@@ -97,6 +133,12 @@ def received(last: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
     """
     per_key = tf.einsum("bq,bqk->bk", real, tf.reduce_mean(as_heads(last), axis=1))  # summed over real queries
     return only_real(per_key, real)  # renormalised: the sum's scale (the count of real queries) cancels
+
+
+def first_row(last: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    """Attention of the first position ([CLS], <s>) over the tokens in one layer, averaged over the heads, ``[B, T]``:
+    what a classifier that reads that position looked at last."""
+    return only_real(tf.reduce_mean(as_heads(last), axis=1)[:, 0, :], real)
 
 
 def only_real(weights: tf.Tensor, real: tf.Tensor) -> tf.Tensor:

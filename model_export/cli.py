@@ -53,11 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_import(commands: Any) -> None:
     parser = commands.add_parser("import", help="import your own Keras/TensorFlow classifier as the next version")
-    parser.add_argument("model", type=Path, help="a Keras 3 .keras file or a TensorFlow SavedModel folder")
+    parser.add_argument(
+        "model", type=Path, help="a Keras 3 .keras file, a keras-hub preset folder or a TensorFlow SavedModel folder"
+    )
     parser.add_argument("--labels", required=True, help="class names, comma-separated, in the output's order")
     text = parser.add_mutually_exclusive_group()
     text.add_argument("--tokenizer", type=Path, help="a Hugging Face tokenizer.json (any model type)")
-    text.add_argument("--vocab", type=Path, help="a vocabulary file: one token per line, line number = id")
+    text.add_argument(
+        "--vocab", type=Path, help="a vocabulary file, one token per line (line number = id): WordPiece or words"
+    )
+    parser.add_argument(
+        "--preprocessor",
+        type=Path,
+        help="a keras-hub preset folder (or .keras task) holding the model's preprocessor or tokenizer: "
+        "rebuilt as tokenizer.json and checked id for id",
+    )
     parser.add_argument("--name", help="model name in the repository (default: the model file's stem)")
     parser.add_argument(
         "--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: models)"
@@ -128,7 +138,8 @@ def _train(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for flag, path in [("MODEL", args.model), ("--tokenizer", args.tokenizer), ("--vocab", args.vocab),
-                       ("--custom-objects", args.custom_objects), ("--data", args.data)]:  # fmt: skip
+                       ("--preprocessor", args.preprocessor), ("--custom-objects", args.custom_objects),
+                       ("--data", args.data)]:  # fmt: skip
         if path is not None and not path.exists():  # before TensorFlow loads: a typo fails at once
             raise artifact.ArtifactError(f"{path}: no such file or folder ({flag})")
     _check_writable(args.repository)
@@ -141,6 +152,7 @@ def _import(args: argparse.Namespace) -> int:
         name=args.name or args.model.resolve().stem,
         tokenizer=args.tokenizer,
         vocab=args.vocab,
+        preprocessor=args.preprocessor,
         attention_layers=tuple(args.attention_layer),
         custom_objects=args.custom_objects,
         logits=args.logits,

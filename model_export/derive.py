@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from model_export import artifact, feeds, variants
 from model_export.config import TrainConfig
 from model_export.data import Dataset, load_described, split_dataset
-from model_export.signature import Signature, read_signature
-from model_export.tokenization import load_tokenizer
+from model_format.document import load_tokenizer, read_spec
+from model_format.signature import Signature, read_signature
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def _scoring_calls(
         training = TrainConfig.from_dict(metadata.get("train_config", {}))
         splits = split_dataset(dataset, training.test_fraction, training.validation_fraction, training.seed)
         texts, truth = splits.test
-    tokenizer = load_tokenizer(folder / metadata["files"].get("tokenizer", artifact.TOKENIZER_FILE))
-    rows = feeds.encode(tokenizer, texts, int(metadata["max_sequence_length"]), signature)
+    spec = read_spec(metadata, folder.parent.name, int(metadata.get("version", 0)))
+    rows = feeds.encode(load_tokenizer(folder, spec, np.dtype(np.int32)), texts, signature)
     calls, order = feeds.batches(rows, signature)
     return calls, order, truth

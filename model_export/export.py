@@ -16,15 +16,19 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
+from model_export import tf_ops  # registers the conversions tf2onnx lacks (exact GELU's Erfc)
 from model_export.feeds import Feeds, random_cases
 from model_export.model import AttentionClassifier
-from model_export.signature import Signature, read_signature, trained_signature
 from model_export.tokenization import PAD_ID
+from model_format.signature import Signature, read_signature, trained_signature
 
 OPSET = 17
+HANDLERS = tf_ops.HANDLED  # imported for its registration; the ops it converts
 PARITY_TOLERANCE = 1e-4
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 Reference = Callable[[Feeds], Mapping[str, np.ndarray]]
+Graph = Callable[[dict[str, tf.Tensor], Any], dict[str, tf.Tensor]]
+WEIGHT = "attention_serve_weight_"
 
 
 class ExportError(RuntimeError):
@@ -41,23 +45,61 @@ class Parity:
 
 
 def input_specs(signature: Signature) -> list[tf.TensorSpec]:
-    """int32 ``[batch, seq]`` (``seq`` fixed where the signature says so) for each graph input, in order."""
+    """int32 ``[batch, seq]`` (``seq`` fixed where the signature says so) for each graph input, in order:
+    token ids, mask, segment ids."""
     return [tf.TensorSpec((None, signature.fixed_length), tf.int32, name=name) for name in signature.input_names]
 
 
-def convert(function: Callable[..., dict[str, tf.Tensor]], signature: Signature, opset: int = OPSET) -> onnx.ModelProto:
-    """Convert ``function`` (graph inputs as arguments, a dict of named outputs back) and check the result."""
+def convert(function: Graph, signature: Signature, opset: int = OPSET, weights: Sequence[Any] = ()) -> onnx.ModelProto:
+    """Convert ``function`` (the graph inputs by name and the weights' tensors in, a dict of named outputs back) and
+    check the result.
+
+    ``weights`` (a Keras model's variables): passed to ``function`` as inputs, so tf2onnx converts a graph in which
+    they are tensors, not constants, and they become the ONNX graph's initializers afterwards, each once. Frozen
+    into constants instead, tf2onnx copied them many times over: a DistilBERT of BERT-base size took 20 GB of memory
+    and 110 s to convert and wrote a file 16% larger than its weights; this way 3 GB, 8 s and exactly their size.
+    """
+    names = signature.input_names
     specs = input_specs(signature)
-    traced = tf.function(function, input_signature=specs)
+    weight_specs = [tf.TensorSpec(w.shape, w.dtype, name=f"{WEIGHT}{i}") for i, w in enumerate(weights)]
+
+    def graph(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        return function(dict(zip(names, args[: len(names)], strict=True)), list(args[len(names) :]) or None)
+
+    traced = tf.function(graph, input_signature=specs + weight_specs)
     try:
-        proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs, opset=opset)
+        proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs + weight_specs, opset=opset)
     except Exception as exc:  # tf2onnx raises bare exceptions of many types for graphs it cannot convert
         raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}"[:500]) from exc
+    if weights:
+        _weights_as_initializers(proto, weights)
     _name_dynamic_axes(proto)
     _drop_unused_opsets(proto)
     proto.producer_name = "attention-serve model_export"
     check_graph(proto, signature)
     return proto
+
+
+def _weights_as_initializers(proto: onnx.ModelProto, weights: Sequence[Any]) -> None:
+    """The weight inputs become initializers named by their variables' paths; ones no node reads are dropped."""
+    graph = proto.graph
+    used = {name for node in graph.node for name in node.input}
+    renamed: dict[str, str] = {}
+    for index, weight in enumerate(weights):
+        placeholder = f"{WEIGHT}{index}"
+        if placeholder not in used:
+            continue
+        name = str(getattr(weight, "path", "") or placeholder)
+        name = name if name not in renamed.values() else f"{name}_{index}"
+        renamed[placeholder] = name
+        graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(weight), name))
+    kept = [value for value in graph.input if not value.name.startswith(WEIGHT)]
+    del graph.input[:]
+    graph.input.extend(kept)
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in renamed:
+                node.input[position] = renamed[name]
 
 
 def signature_of(model: AttentionClassifier) -> Signature:
@@ -69,8 +111,8 @@ def export_onnx(model: AttentionClassifier, opset: int = OPSET) -> onnx.ModelPro
     """The trained classifier's graph: ids and mask in; probabilities, attention and self-attention out."""
     signature = signature_of(model)
 
-    def serve(input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
-        return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)  # type: ignore[no-any-return]
+    def serve(inputs: dict[str, tf.Tensor], weights: Any) -> dict[str, tf.Tensor]:
+        return model(inputs, training=False)  # type: ignore[no-any-return]
 
     return convert(serve, signature, opset)
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
 
-from model_export.signature import PROBABILITIES, Signature
 from model_export.tokenization import pad_rows
+from model_format.signature import PROBABILITIES, Signature
+from model_format.text import TextTokenizer
 
 Feeds = dict[str, np.ndarray]
 UNK_TOKENS = ("[UNK]", "<unk>", "<UNK>")
@@ -27,6 +27,8 @@ def feed(rows: Sequence[Sequence[int]], signature: Signature) -> Feeds:
     feeds = {signature.token_ids: ids}
     if signature.mask is not None:
         feeds[signature.mask] = mask
+    if signature.segments is not None:  # one text per row: every token in segment 0
+        feeds[signature.segments] = np.zeros_like(ids)
     return feeds
 
 
@@ -44,17 +46,16 @@ def batches(rows: Sequence[Sequence[int]], signature: Signature, size: int = 64)
     return [feed([rows[i] for i in group], signature) for group in groups], order
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int, signature: Signature) -> list[list[int]]:
-    """Token ids per text as the service makes them (with the special tokens the file's post-processor adds, if
-    it has one), cut to ``max_len``.
+def encode(tokenizer: TextTokenizer, texts: Sequence[str], signature: Signature) -> list[list[int]]:
+    """Token ids per text exactly as the service makes them when asked to cut long texts (the special tokens the
+    file's post-processor adds kept), up to the tokenizer's maximum length.
 
     A text without tokens becomes one unknown token (the pad id where the vocabulary has none) unless the
     graph takes a fixed length, which a model ending a ``TextVectorization`` sees as all padding.
     """
-    unknown = next((i for i in map(tokenizer.token_to_id, UNK_TOKENS) if i is not None), signature.pad_id)
-    encodings = tokenizer.encode_batch(list(texts))
+    unknown = next((i for i in map(tokenizer.token_id, UNK_TOKENS) if i is not None), signature.pad_id)
     empty: list[int] = [] if signature.fixed_length else [unknown]
-    return [encoding.ids[:max_len] or empty for encoding in encodings]
+    return [[int(i) for i in encoded.ids] or empty for encoded in tokenizer.encode(list(texts), cut=True)]
 
 
 def predict(onnx_bytes: bytes, calls: Sequence[Feeds], order: Sequence[int], output: str = PROBABILITIES) -> np.ndarray:

@@ -6,17 +6,19 @@ what the exported graph must answer: the model's own prediction, called exactly 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from model_export import feeds, text
-from model_export.attention import capturing, only_real, received, stack_layers
+from model_export.attention import capturing, first_row, only_real, received, stack_layers
 from model_export.inspection import Plan
 from model_export.loading import Source
 from model_export.padding import Layout
-from model_export.signature import ATTENTION, PROBABILITIES, SELF_ATTENTION, Signature
+from model_format.signature import ATTENTION, PROBABILITIES, SELF_ATTENTION, Signature
+from model_format.text import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,23 @@ class Imported:
     plan: Plan
     layout: Layout
     signature: Signature
+    served: TextTokenizer  # the tokenizer exactly as the service will run it
 
 
-def forward(imported: Imported, ids: tf.Tensor, mask: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-    """The exported graph: the model run with its attention recorded, normalised to the signature's outputs."""
-    plan, layout = imported.plan, imported.layout
+def forward(
+    imported: Imported, inputs: Mapping[str, tf.Tensor], weights: Sequence[tf.Tensor] | None = None
+) -> dict[str, tf.Tensor]:
+    """The exported graph: the model run with its attention recorded, normalised to the signature's outputs.
+
+    ``inputs``: the graph's inputs by name (the signature's); ``weights``: the model's variables as tensors, to run
+    it statelessly (how it is converted), or None to run it on its own variables.
+    """
+    plan, layout, signature = imported.plan, imported.layout, imported.signature
+    ids = inputs[signature.token_ids]
+    mask = inputs[signature.mask] if signature.mask else None
+    segments = inputs[signature.segments] if signature.segments else None
     with capturing(plan.captured) as calls:
-        outputs = imported.source.call(ids, mask)
+        outputs = imported.source.call(ids, mask, segments, weights)
     probabilities = tf.cast(outputs[plan.probabilities], tf.float32)
     result = {PROBABILITIES: tf.nn.softmax(probabilities, axis=-1) if plan.logits else probabilities}
     real = real_tokens(ids, mask, layout)
@@ -44,7 +56,7 @@ def forward(imported: Imported, ids: tf.Tensor, mask: tf.Tensor | None = None) -
     if plan.pooling is not None:
         result[ATTENTION] = only_real(outputs[plan.pooling], real)
     elif maps:
-        result[ATTENTION] = received(maps[-1], real)
+        result[ATTENTION] = first_row(maps[-1], real) if plan.reads_first else received(maps[-1], real)
     return result
 
 
@@ -66,11 +78,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def reference(imported: Imported, call: feeds.Feeds) -> dict[str, np.ndarray]:
     """What the exported graph must give: the model's own prediction, and the recorded attention, eagerly."""
     signature = imported.signature
-    ids = tf.constant(call[signature.token_ids])
-    mask = tf.constant(call[signature.mask]) if signature.mask else None
-    plain = np.asarray(imported.source.call(ids, mask)[imported.plan.probabilities], dtype=np.float64)
+    inputs = {name: tf.constant(call[name]) for name in signature.input_names}
+    ids = inputs[signature.token_ids]
+    mask = inputs[signature.mask] if signature.mask else None
+    segments = inputs[signature.segments] if signature.segments else None
+    plain = np.asarray(imported.source.call(ids, mask, segments)[imported.plan.probabilities], dtype=np.float64)
     if imported.plan.logits:
         plain = softmax(plain)
-    recorded = forward(imported, ids, mask)
+    recorded = forward(imported, inputs)
     expected = {name: np.asarray(value) for name, value in recorded.items() if name != PROBABILITIES}
     return {PROBABILITIES: plain.astype(np.float32), **expected}

@@ -1,9 +1,10 @@
 """``python -m model_export import``: a user's TensorFlow classifier → the next version folder, with attention.
 
-load (``loading``) → text → ids (``text``) → probe the model (``inspection``) → decide padding and lengths →
-one ``tf.function`` that runs the model, records its attention and returns the signature's outputs
-(``graph``) → tf2onnx (``export.convert``) → parity with Keras → ``--data`` scores → variants → an atomic write.
-Every check runs before anything is written: a refused import leaves no folder behind.
+load (``loading``: a ``.keras`` file, a keras-hub preset, a SavedModel) → text → ids (``text_source``: the model's
+own preprocessor rebuilt, or the user's tokenizer) → probe the model (``inspection``) → decide padding and lengths →
+the tokenizer parity gate → one ``tf.function`` that runs the model statelessly, records its attention and returns
+the signature's outputs (``graph``) → tf2onnx (``export.convert``) → parity with Keras → ``--data`` scores →
+variants → an atomic write. Every check runs before anything is written: a refused import leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,16 +20,18 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from model_export import artifact, feeds, text, variants
+from model_export import artifact, feeds, variants
 from model_export.data import Dataset, load_file
 from model_export.export import OPSET, ExportError, Parity, convert, graph_io, verify_parity
 from model_export.graph import Imported, forward, reference, softmax
-from model_export.inspection import inspect_model
-from model_export.loading import ImportFailure, Source, load_source, run_custom_objects
+from model_export.inspection import Plan, inspect_model
+from model_export.loading import ImportFailure, load_source, run_custom_objects
 from model_export.padding import choose_layout
 from model_export.pipeline import exporter_versions
 from model_export.scoring import score
-from model_export.signature import standard_signature
+from model_export.text_source import check_text, choose_text
+from model_format.signature import Source as AttentionSource
+from model_format.signature import standard_signature
 
 log = logging.getLogger(__name__)
 SAMPLE_TEXTS = (
@@ -48,6 +52,7 @@ class ImportRequest:
     name: str
     tokenizer: Path | None = None
     vocab: Path | None = None
+    preprocessor: Path | None = None
     attention_layers: tuple[str, ...] = ()
     custom_objects: Path | None = None
     logits: bool = False
@@ -64,9 +69,12 @@ def run_import(request: ImportRequest) -> Path:
     started = time.monotonic()
     _check_request(request)
     dataset = load_file(request.data, request.text_column, request.label_column) if request.data else None
-    imported = prepare(request)
-    proto = convert(lambda *inputs: forward(imported, *inputs), imported.signature)
-    onnx_bytes = proto.SerializeToString()
+    imported = prepare(request, dataset.texts if dataset else ())
+    variables = imported.source.variables
+    proto = convert(lambda inputs, weights: forward(imported, inputs, weights), imported.signature, weights=variables)
+    del variables
+    onnx_bytes, io = proto.SerializeToString(), graph_io(proto)
+    del proto  # the graph is held once, as bytes, from here on
     rows, truth = _labelled_rows(imported, request, dataset)
     parity = verify_parity(lambda call: reference(imported, call), onnx_bytes, _parity_cases(imported, request, rows))
     if imported.source.text_vectorization is not None:
@@ -78,33 +86,47 @@ def run_import(request: ImportRequest) -> Path:
         onnx_bytes, request.variants, calls, truth, order, reference=fp32
     )
     files = {artifact.MODEL_FILE: onnx_bytes, artifact.TOKENIZER_FILE: imported.text.data, **variant_files}
-    metadata = _metadata(request, imported, graph_io(proto), parity, metrics, variant_info, dataset)
+    metadata = _metadata(request, imported, io, parity, metrics, variant_info, dataset)
     metadata["export_seconds"] = round(time.monotonic() - started, 1)
     folder = artifact.write_version(request.repository, request.name, files, metadata)
     log.info("imported %s as %s in %.0f s", request.model, folder, time.monotonic() - started)
     return folder
 
 
-def prepare(request: ImportRequest) -> Imported:
-    """Load the model and its text side, probe it and decide the graph's layout (no conversion yet)."""
+def prepare(request: ImportRequest, texts: Sequence[str] = ()) -> Imported:
+    """Load the model and its text side, probe it, decide the graph's layout and check its tokenizer against the
+    model's own preprocessor (on ``texts`` too) — no conversion yet."""
     if request.custom_objects is not None:
         run_custom_objects(request.custom_objects)
     source = load_source(request.model)
-    model_text = _text(request, source)
+    model_text = choose_text(source, request.tokenizer, request.vocab, request.preprocessor)
     plan = inspect_model(source, request.labels, request.logits, request.attention_layers, model_text.vocab_size)
     layout = choose_layout(source, plan, model_text, request.max_len)
-    attention_source = "pooling" if plan.pooling is not None else "received" if plan.maps else None
+    checked = check_text(model_text, layout.max_len, plan.token_vocabulary, texts)
+    pairs = model_text.served(layout.max_len).pairs
     signature = standard_signature(
         mask=layout.padding == "mask",
-        attention_source=attention_source,
+        attention_source=_attention_source(plan),
         self_attention=bool(plan.maps),
         attention_layers=tuple(m.name for m in plan.maps),
         pad_id=layout.pad_id,
         padding=layout.padding,
         fixed_length=layout.fixed_length,
-        text={"origin": model_text.origin, **model_text.details},
+        text={"origin": model_text.origin, **model_text.details, "truncation": model_text.truncation, **checked},
+        segments=source.has_segments,
+        pairs=pairs,
     )
-    return Imported(source, model_text, plan, layout, signature)
+    return Imported(source, model_text, plan, layout, signature, model_text.served(layout.max_len))
+
+
+def _attention_source(plan: Plan) -> AttentionSource | None:
+    """Pooling weights the model outputs; else, from the last layer's maps, the row of the position a classifier
+    reads (``cls``) or the attention each token receives; None without attention."""
+    if plan.pooling is not None:
+        return "pooling"
+    if not plan.maps:
+        return None
+    return "cls" if plan.reads_first else "received"
 
 
 def _check_request(request: ImportRequest) -> None:
@@ -113,20 +135,10 @@ def _check_request(request: ImportRequest) -> None:
         raise ImportFailure(f"--labels needs two or more distinct labels, got {list(request.labels)}")
     if request.tokenizer is not None and request.vocab is not None:
         raise ImportFailure("give --tokenizer or --vocab, not both")
+    if request.preprocessor is not None and request.preprocessor.suffix not in ("", ".keras"):
+        raise ImportFailure("--preprocessor: a keras-hub preset folder, or a .keras task saved with its preprocessor")
     if request.max_len is not None and request.max_len < 1:
         raise ImportFailure("--max-len must be at least 1")
-
-
-def _text(request: ImportRequest, source: Source) -> text.Text:
-    if source.text_vectorization is not None:
-        if request.tokenizer or request.vocab:
-            raise ImportFailure("the model tokenizes itself (TextVectorization): drop --tokenizer/--vocab")
-        return text.from_text_vectorization(source.text_vectorization)
-    if request.tokenizer is not None:
-        return text.from_tokenizer_file(request.tokenizer)
-    if request.vocab is not None:
-        return text.from_vocab_file(request.vocab)
-    raise ImportFailure("the model takes token ids: say how text becomes ids with --tokenizer or --vocab")
 
 
 def _labelled_rows(
@@ -137,7 +149,7 @@ def _labelled_rows(
     unknown = sorted(set(dataset.labels) - set(request.labels))
     if unknown:
         raise ImportFailure(f"{request.data}: labels {unknown} are not among --labels {list(request.labels)}")
-    rows = feeds.encode(imported.text.tokenizer, dataset.texts, imported.layout.max_len, imported.signature)
+    rows = feeds.encode(imported.served, dataset.texts, imported.signature)
     return rows, [request.labels.index(label) for label in dataset.labels]
 
 
@@ -145,7 +157,7 @@ def _parity_cases(imported: Imported, request: ImportRequest, rows: list[list[in
     """Random ids of several shapes, and real texts (the sample sentences and the data's first rows)."""
     layout, signature = imported.layout, imported.signature
     cases = feeds.random_cases(signature, layout.vocab_size, layout.max_len, request.seed)
-    real = feeds.encode(imported.text.tokenizer, list(SAMPLE_TEXTS), layout.max_len, signature) + rows[:32]
+    real = feeds.encode(imported.served, list(SAMPLE_TEXTS), signature) + rows[:32]
     real = [row for row in real if row]
     calls, _ = feeds.batches(real, signature, size=16)
     return cases + calls
@@ -159,7 +171,7 @@ def _text_parity(imported: Imported, onnx_bytes: bytes, parity: Parity) -> Parit
     """For a model that starts with TextVectorization: Keras on the raw texts vs ONNX on tokenizer.json's ids."""
     model = imported.source.text_model
     texts = list(SAMPLE_TEXTS)
-    rows = feeds.encode(imported.text.tokenizer, texts, imported.layout.max_len, imported.signature)
+    rows = feeds.encode(imported.served, texts, imported.signature)
     got = feeds.predict(onnx_bytes, [feeds.feed([row], imported.signature) for row in rows], range(len(rows)))
     strings = tf.constant(texts)[:, None] if len(model.inputs[0].shape) == 2 else tf.constant(texts)
     expected = np.concatenate([np.asarray(model(strings[i : i + 1], training=False)) for i in range(len(texts))])
@@ -207,7 +219,7 @@ def _metadata(
         "source": {
             "kind": "import",
             "format": imported.source.kind,
-            "model": str(request.model),
+            "model": request.model.name,
             "options": options,
             "prediction": imported.source.output_names[plan.probabilities],
             "logits": plan.logits,
@@ -228,7 +240,7 @@ def _metadata(
 
 
 def _plain(value: Any) -> Any:
-    """An option as JSON holds it."""
+    """An option as JSON holds it: a path by its file name only (no machine's folders in model.json)."""
     if isinstance(value, Path):
-        return str(value)
+        return value.name
     return list(value) if isinstance(value, tuple) else value

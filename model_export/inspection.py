@@ -8,17 +8,20 @@ token and position embeddings. The result is a ``Plan`` the exported graph follo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
-from model_export.attention import Call, capturing, is_stock_attention
+from model_export import hub
+from model_export.attention import Call, capturing, disturbing, is_stock_attention
 from model_export.loading import ImportFailure, Source
 
 PROBE_LENGTHS = (5, 9)
 SUM_TOLERANCE = 1e-3
+READ_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Plan:
     position_limit: int | None = None
     masks_zero: bool = False
     notes: tuple[str, ...] = field(default=())
+    reads_first: bool = False  # the prediction reads only position 0 ([CLS], <s>) after the last attention
 
     @property
     def heads(self) -> int | None:
@@ -68,12 +72,17 @@ def inspect_model(source: Source, labels: Sequence[str], logits: bool, named: Se
     captured = tuple(dict.fromkeys([*(chosen or stock), *embeddings]))
     probes = [_probe(source, captured, length, vocab_size) for length in _lengths(source)]
     notes: list[str] = []
+    logits = logits or hub.outputs_logits(source.keras_model)
     probabilities = _probabilities(source, probes, labels, logits)
     pooling = _pooling(source, probes, notes)
     maps = _named_maps(probes, chosen) if chosen else _output_maps(source, probes) or _stock_maps(probes, notes)
     _check_heads(maps)
+    maps = _layer_names(maps)
     token, position, masks_zero = _embeddings(probes)
-    return Plan(probabilities, logits, pooling, tuple(maps), captured, token, position, masks_zero, tuple(notes))
+    position = hub.position_limit(layers) or position
+    reads_first = pooling is None and _reads_first(source, probes, maps, probabilities)
+    plan = Plan(probabilities, logits, pooling, tuple(maps), captured, token, position, masks_zero, tuple(notes))
+    return dataclasses.replace(plan, reads_first=reads_first)
 
 
 def _lengths(source: Source) -> tuple[int, ...]:
@@ -222,6 +231,30 @@ def _ref(probes: Sequence[Probe], number: int, index: int) -> MapRef:
     earlier = sum(1 for c in probes[0].calls[:number] if c.layer is call.layer)
     name = call.layer.name if not earlier else f"{call.layer.name}#{earlier + 1}"
     return MapRef(name, 1 if len(shape) == 3 else int(shape[1]), call=number, index=index)
+
+
+def _layer_names(maps: Sequence[MapRef]) -> list[MapRef]:
+    """Where the layers' names repeat (keras-hub names every encoder's attention ``self_attention_layer``; ALBERT
+    calls one shared layer again and again), each map is named by its index instead: ``layer 0``, ``layer 1``..."""
+    names = [m.name.split("#", 1)[0] for m in maps]
+    if len(set(names)) == len(names):
+        return list(maps)
+    return [dataclasses.replace(m, name=f"layer {index}") for index, m in enumerate(maps)]
+
+
+def _reads_first(source: Source, probes: Sequence[Probe], maps: Sequence[MapRef], probabilities: int) -> bool:
+    """Whether the prediction reads only the first position (``[CLS]``, ``<s>``) after the last attention layer:
+    changing that layer's output everywhere else leaves it as it was."""
+    last = maps[-1] if maps else None
+    if last is None or last.call is None:
+        return False
+    probe = probes[-1]
+    layer = probe.calls[last.call].layer
+    ordinal = sum(1 for call in probe.calls[: last.call] if call.layer is layer)
+    mask = np.ones_like(probe.ids)
+    with disturbing(layer, ordinal) as done:
+        changed = np.asarray(source.call(probe.ids, mask)[probabilities])
+    return done[0] and bool(np.max(np.abs(changed - probe.outputs[probabilities])) <= READ_TOLERANCE)
 
 
 def _check_heads(maps: Sequence[MapRef]) -> None:

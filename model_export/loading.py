@@ -1,9 +1,16 @@
-"""Load the model a user brings: a Keras 3 ``.keras`` file (custom layers registered first) or a SavedModel.
+"""Load the model a user brings: a Keras 3 ``.keras`` file (custom layers registered first, keras-hub's classes
+included), a keras-hub preset folder, or a SavedModel.
 
-Either way the importer gets one small interface, ``Source``: which graph inputs are token ids and mask, and
-``call(ids, mask)`` → the model's outputs as a flat list of tensors (eager or inside a ``tf.function``). A Keras
-model whose first layer is a ``TextVectorization`` is split there: the source is the model from that layer's
-output on (ONNX cannot run the layer; the importer rebuilds its vocabulary as a tokenizer.json).
+Either way the importer gets one small interface, ``Source``: which inputs are token ids, padding mask and segment
+ids (found by their names, whatever the convention: keras-hub's ``token_ids`` / ``padding_mask`` / ``segment_ids``,
+Hugging Face's ``input_ids`` / ``attention_mask`` / ``token_type_ids``, TF Hub's ``input_word_ids`` /
+``input_mask`` / ``input_type_ids``), and ``call(ids, mask, segments)`` → the model's outputs as a flat list of
+tensors (eager or inside a ``tf.function``). A Keras model can also be called *statelessly*, its weights passed in
+as tensors (``variables``): that is how it is converted, so the weights reach ONNX once, as initializers, instead of
+being frozen into constants that tf2onnx copies many times over (BERT-base: 20 GB of memory, 2 minutes).
+
+A Keras model whose first layer is a ``TextVectorization`` is split there: the source is the model from that
+layer's output on (ONNX cannot run the layer; the importer rebuilds its vocabulary as a tokenizer.json).
 """
 
 from __future__ import annotations
@@ -20,9 +27,24 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from model_export import hub
+
+MASK_NAMES = ("mask",)
+SEGMENT_NAMES = ("segment", "type_ids", "token_type")
+ID_NAMES = ("token_ids", "input_ids", "word_ids", "ids", "tokens")
+
 
 class ImportFailure(ValueError):
     """The model cannot be imported as asked; the message is the one line the command prints."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Positions of the token ids, padding mask and segment ids among the model's inputs (None: not taken)."""
+
+    ids: int
+    mask: int | None = None
+    segments: int | None = None
 
 
 @dataclass
@@ -31,26 +53,52 @@ class Source:
 
     kind: str
     output_names: list[str]
-    has_mask: bool
+    roles: Roles
     fixed_length: int | None
     id_dtype: tf.DType
     keras_model: keras.Model | None = None
     text_vectorization: Any = None
     text_model: keras.Model | None = None  # the whole model, strings in, when its TextVectorization is split off
+    preprocessor: Any = None  # a keras-hub task's own preprocessor (tokenizer + packer)
     _call: Any = field(default=None, repr=False)
     _keep: Any = field(default=None, repr=False)  # a SavedModel's loaded object: its variables live as long
 
-    def call(self, ids: tf.Tensor, mask: tf.Tensor | None) -> list[tf.Tensor]:
-        """The model's outputs (flattened) for int32 ``ids`` and, if it takes one, ``mask`` (all ones if None)."""
-        if self.has_mask and mask is None:
-            mask = tf.ones_like(ids)
-        return list(self._call(ids, mask))
+    @property
+    def has_mask(self) -> bool:
+        return self.roles.mask is not None
+
+    @property
+    def has_segments(self) -> bool:
+        return self.roles.segments is not None
+
+    @property
+    def variables(self) -> list[Any]:
+        """The Keras model's variables in the order ``call(weights=...)`` takes them (none for a SavedModel)."""
+        model = self.keras_model
+        return [] if model is None else [*model.trainable_variables, *model.non_trainable_variables]
 
     def layers(self) -> list[keras.layers.Layer]:
         """Every layer of a Keras model, nested ones included (none for a SavedModel)."""
         if self.keras_model is None:
             return []
         return list(self.keras_model._flatten_layers(include_self=False))
+
+    def call(
+        self,
+        ids: tf.Tensor,
+        mask: tf.Tensor | None = None,
+        segments: tf.Tensor | None = None,
+        weights: Sequence[tf.Tensor] | None = None,
+    ) -> list[tf.Tensor]:
+        """The model's outputs (flattened) for ``ids``; a missing mask is all ones, missing segments all zeros.
+
+        ``weights``: the values of ``variables``, to run the Keras model statelessly on them.
+        """
+        if self.has_mask and mask is None:
+            mask = tf.ones_like(ids)
+        if self.has_segments and segments is None:
+            segments = tf.zeros_like(ids)
+        return list(self._call(ids, mask, segments, weights))
 
 
 def run_custom_objects(path: Path) -> None:
@@ -71,15 +119,21 @@ def run_custom_objects(path: Path) -> None:
 
 
 def load_source(path: Path) -> Source:
-    """The model at ``path``: a ``.keras`` file or a SavedModel folder."""
+    """The model at ``path``: a ``.keras`` file, a keras-hub preset folder or a SavedModel folder."""
     if not path.exists():
         raise ImportFailure(f"{path}: no such model file or folder")
     if path.is_dir():
+        if hub.is_preset(path):
+            return _keras(_hub_preset(path))
         if not (path / "saved_model.pb").is_file():
-            raise ImportFailure(f"{path}: a folder, but not a SavedModel (no saved_model.pb)")
+            raise ImportFailure(
+                f"{path}: a folder, but neither a SavedModel (no saved_model.pb) nor a keras-hub preset"
+            )
         return _saved_model(path)
     if path.suffix != ".keras":
-        raise ImportFailure(f"{path}: expected a Keras 3 .keras file or a SavedModel folder")
+        raise ImportFailure(f"{path}: expected a Keras 3 .keras file, a keras-hub preset or a SavedModel folder")
+    if hub.mentions_hub(path):
+        hub.require()  # its classes register with Keras when keras_hub is imported
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types; name the usual cause when it is the one
@@ -91,6 +145,13 @@ def load_source(path: Path) -> Source:
             ) from exc
         raise ImportFailure(f"{path}: Keras cannot load it: {type(exc).__name__}: {str(exc)[:300]}") from exc
     return _keras(model)
+
+
+def _hub_preset(path: Path) -> keras.Model:
+    try:
+        return hub.load_preset(path)
+    except hub.HubError as exc:
+        raise ImportFailure(f"{path}: {exc}") from exc
 
 
 def _keras(model: keras.Model) -> Source:
@@ -106,23 +167,43 @@ def _keras(model: keras.Model) -> Source:
     elif vectorizers:
         raise ImportFailure(f"TextVectorization layer {vectorizers[0].name!r} is not the model's first layer")
     if not inputs:  # a subclassed model: one tensor of ids
-        return Source("keras", ["output_0"], False, None, tf.int32, model, None, None, lambda i, m: _flat(model(i)))
-    ids_index, mask_index = _roles([_input_name(t) for t in inputs])
-    dtypes = [t.dtype for t in inputs]
-    structure = getattr(model, "_inputs_struct", None)
-
-    def call(ids: tf.Tensor, mask: tf.Tensor | None) -> Sequence[tf.Tensor]:
-        flat: list[Any] = [None] * len(inputs)
-        flat[ids_index] = tf.cast(ids, dtypes[ids_index])
-        if mask_index is not None:
-            flat[mask_index] = tf.cast(mask, dtypes[mask_index])
-        packed = keras.tree.pack_sequence_as(structure, flat) if structure is not None else flat
-        return _flat(model(packed[0] if isinstance(packed, list) and len(packed) == 1 else packed, training=False))
-
+        return Source("keras", ["output_0"], Roles(0), None, tf.int32, model, None, None, None, _subclassed(model))
+    roles = find_roles([_input_name(t) for t in inputs])
     names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
-    fixed = inputs[ids_index].shape[1] if len(inputs[ids_index].shape) == 2 else None
-    id_dtype = tf.dtypes.as_dtype(dtypes[ids_index])
-    return Source("keras", names, mask_index is not None, fixed, id_dtype, model, layer, whole, call)
+    fixed = inputs[roles.ids].shape[1] if len(inputs[roles.ids].shape) == 2 else None
+    id_dtype = tf.dtypes.as_dtype(inputs[roles.ids].dtype)
+    call = _functional(model, roles, [t.dtype for t in inputs])
+    return Source("keras", names, roles, fixed, id_dtype, model, layer, whole, hub.preprocessor_of(model), call)
+
+
+def _functional(model: keras.Model, roles: Roles, dtypes: list[Any]) -> Any:
+    structure = getattr(model, "_inputs_struct", None)
+    trainable = len(model.trainable_variables)
+
+    def call(ids: tf.Tensor, mask: Any, segments: Any, weights: Any) -> Sequence[tf.Tensor]:
+        flat: list[Any] = [None] * len(dtypes)
+        for index, value in ((roles.ids, ids), (roles.mask, mask), (roles.segments, segments)):
+            if index is not None:
+                flat[index] = tf.cast(value, dtypes[index])
+        packed = keras.tree.pack_sequence_as(structure, flat) if structure is not None else flat
+        packed = packed[0] if isinstance(packed, list) and len(packed) == 1 else packed
+        if weights is None:
+            return _flat(model(packed, training=False))
+        outputs, _ = model.stateless_call(weights[:trainable], weights[trainable:], packed, training=False)
+        return _flat(outputs)
+
+    return call
+
+
+def _subclassed(model: keras.Model) -> Any:
+    trainable = len(model.trainable_variables)
+
+    def call(ids: tf.Tensor, mask: Any, segments: Any, weights: Any) -> Sequence[tf.Tensor]:
+        if weights is None:
+            return _flat(model(ids))
+        return _flat(model.stateless_call(weights[:trainable], weights[trainable:], ids)[0])
+
+    return call
 
 
 def _saved_model(path: Path) -> Source:
@@ -140,31 +221,44 @@ def _saved_model(path: Path) -> Source:
             "Import the .keras file instead (its TextVectorization layer is split off)"
         )
     names = list(specs)
-    ids_index, mask_index = _roles(names)
+    roles = find_roles(names)
     keys = sorted(function.structured_outputs)
 
-    def call(ids: tf.Tensor, mask: tf.Tensor | None) -> Sequence[tf.Tensor]:
-        feeds = {names[ids_index]: tf.cast(ids, specs[names[ids_index]].dtype)}
-        if mask_index is not None:
-            feeds[names[mask_index]] = tf.cast(mask, specs[names[mask_index]].dtype)
+    def call(ids: tf.Tensor, mask: Any, segments: Any, weights: Any) -> Sequence[tf.Tensor]:
+        feeds = {}
+        for index, value in ((roles.ids, ids), (roles.mask, mask), (roles.segments, segments)):
+            if index is not None:
+                feeds[names[index]] = tf.cast(value, specs[names[index]].dtype)
         result = function(**feeds)
         return [result[key] for key in keys]
 
-    ids_spec = specs[names[ids_index]]
+    ids_spec = specs[names[roles.ids]]
     fixed = ids_spec.shape[1] if ids_spec.shape.rank == 2 else None
-    return Source("saved_model", keys, mask_index is not None, fixed, ids_spec.dtype, None, None, None, call, loaded)
+    return Source("saved_model", keys, roles, fixed, ids_spec.dtype, None, None, None, None, call, loaded)
 
 
-def _roles(names: list[str]) -> tuple[int, int | None]:
-    """Which input is the token ids and which (if any) the mask: the mask is the one named like one."""
+def find_roles(names: Sequence[str]) -> Roles:
+    """Which input is the token ids, which the padding mask and which the segment ids, by their names.
+
+    A mask is named like one (``padding_mask``, ``attention_mask``, ``input_mask``), segments like theirs
+    (``segment_ids``, ``token_type_ids``, ``input_type_ids``); the ids are the one left, or the one named like
+    ids. An input that plays none of these roles is refused by name.
+    """
     if len(names) == 1:
-        return 0, None
-    masks = [i for i, name in enumerate(names) if "mask" in name.lower()]
-    if len(names) != 2 or len(masks) != 1:
+        return Roles(0)
+    lowered = [name.lower().rsplit(":", 1)[0] for name in names]
+    masks = [i for i, name in enumerate(lowered) if any(key in name for key in MASK_NAMES)]
+    segments = [i for i, name in enumerate(lowered) if any(key in name for key in SEGMENT_NAMES) and i not in masks]
+    rest = [i for i in range(len(names)) if i not in masks and i not in segments]
+    ids = rest if len(rest) == 1 else [i for i in rest if any(lowered[i].endswith(key) for key in ID_NAMES)]
+    unknown = [names[i] for i in rest if i not in ids[:1]]
+    if len(masks) > 1 or len(segments) > 1 or len(ids) != 1 or unknown:
         raise ImportFailure(
-            f"the model has inputs {names}: expected token ids, and optionally a mask input with 'mask' in its name"
+            f"the model has inputs {list(names)}: expected token ids, and optionally a padding mask ('...mask') and "
+            f"segment ids ('segment_ids', 'token_type_ids', 'input_type_ids')"
+            + (f"; {unknown} play(s) none of these roles" if unknown else "")
         )
-    return 1 - masks[0], masks[0]
+    return Roles(ids[0], masks[0] if masks else None, segments[0] if segments else None)
 
 
 def _input_name(tensor: Any) -> str:

@@ -36,13 +36,15 @@ class Layout:
 
 def choose_layout(source: Source, plan: Plan, model_text: Text, max_len: int | None) -> Layout:
     """Decide the layout (raise ``ImportFailure`` where the longest sequence or the id range do not fit)."""
-    longest = _max_len(source, plan, max_len)
+    longest = _max_len(source, plan, max_len, model_text.sequence_length)
     vocab_size = _vocab_size(plan, model_text)
     padding, pad_id, reason = _padding(source, plan, model_text, vocab_size, longest)
     return Layout(padding, pad_id, source.fixed_length, longest, vocab_size, reason)
 
 
-def _max_len(source: Source, plan: Plan, asked: int | None) -> int:
+def _max_len(source: Source, plan: Plan, asked: int | None, preprocessed: int | None) -> int:
+    """``--max-len``, else the fixed input length, else the sequence length of the preprocessor the model came with
+    (what its own ``predict`` cuts texts to), else the position embedding's size."""
     fixed, limit = source.fixed_length, plan.position_limit
     if asked is not None:
         if fixed and asked != fixed:
@@ -50,8 +52,8 @@ def _max_len(source: Source, plan: Plan, asked: int | None) -> int:
         if limit and asked > limit:
             raise ImportFailure(f"--max-len {asked}: the model's position embedding holds {limit} positions")
         return asked
-    if fixed or limit:
-        return int(fixed or limit or 0)
+    if fixed or preprocessed or limit:
+        return int(fixed or min(preprocessed or limit or 0, limit or preprocessed or 0))
     raise ImportFailure(
         "cannot tell the longest sequence the model accepts (no fixed input length, no position embedding): "
         "pass --max-len N"

@@ -1,22 +1,30 @@
 """How text becomes ids for an imported model, as a Hugging Face ``tokenizer.json`` the service can load.
 
-Three sources: the user's own ``tokenizer.json`` (copied in unchanged), a plain vocabulary file (one token per
-line, line number = id; lowercased, split on whitespace and punctuation, unknown words → ``[UNK]``), or the
-model's own Keras ``TextVectorization`` layer, rebuilt as an equivalent WordLevel tokenizer. Every one keeps
-character offsets, so the service maps each weight back to the text.
+Four sources: a keras-hub model's own preprocessor, rebuilt (``hub_text``; checked id for id by ``text_parity``);
+the user's own ``tokenizer.json`` (copied in unchanged); a vocabulary file — a WordPiece vocabulary (``##`` pieces,
+``[CLS]``/``[SEP]``) becomes BERT's tokenizer, a plain word list a whole-word one (lowercased, split on whitespace
+and punctuation, unknown words → ``[UNK]``); or the model's own Keras ``TextVectorization`` layer, rebuilt as an
+equivalent WordLevel tokenizer. Every one keeps character offsets, so the service maps each weight back to the text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+import numpy as np
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from model_export import hub_text
+from model_export.spm import SpmError
+from model_format.text import TextTokenizer
 
 UNK_TOKEN = "[UNK]"
 PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
+START_END = (("[CLS]", "[SEP]"), ("<s>", "</s>"))  # the specials a BERT- or RoBERTa-style model was trained with
 # TextVectorization's own punctuation pattern (keras/src/layers/preprocessing/text_vectorization.py).
 TV_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 # tf.strings.split without a separator splits on ASCII whitespace only (not U+00A0, U+3000, ...).
@@ -37,10 +45,58 @@ class Text:
     origin: str
     pad_id: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    sequence_length: int | None = None  # the preprocessor's, where one came with the model
+    truncation: str = "round_robin"
+    preprocessor: Any = None  # keras-hub's original, for the parity gate
 
     @property
     def vocab_size(self) -> int:
         return int(self.tokenizer.get_vocab_size())
+
+    @property
+    def word_piece_vocabulary(self) -> bool:
+        return self.origin == "vocab" and self.details.get("kind") == "wordpiece"
+
+    def served(self, max_length: int, id_dtype: Any = np.int32) -> TextTokenizer:
+        """The tokenizer exactly as the service will load it from this folder."""
+        return TextTokenizer(
+            None, np.dtype(id_dtype), max_length, data=self.data.decode("utf-8"), truncation=self.truncation
+        )
+
+
+def from_hub(preprocessor: Any) -> Text:
+    """A keras-hub preprocessor (or tokenizer) rebuilt as tokenizer.json; ``text_parity`` checks it."""
+    try:
+        rebuilt = hub_text.from_preprocessor(preprocessor)
+    except (hub_text.HubTextError, SpmError) as exc:
+        raise TextError(str(exc)) from exc
+    details = {"preprocessor": type(preprocessor).__name__, "kind": rebuilt.kind, "truncation": rebuilt.truncation}
+    built = _built(rebuilt.tokenizer, "keras_hub", rebuilt.pad_id, details)
+    return dataclasses.replace(
+        built, sequence_length=rebuilt.sequence_length, truncation=rebuilt.truncation, preprocessor=preprocessor
+    )
+
+
+def with_preprocessor(chosen: Text, preprocessor: Any, sequence_length: int | None, truncation: str) -> Text:
+    """The user's tokenizer, to be checked against the keras-hub preprocessor the model came with."""
+    return dataclasses.replace(
+        chosen, preprocessor=preprocessor, sequence_length=sequence_length, truncation=truncation
+    )
+
+
+def check_specials(text: Text) -> None:
+    """A vocabulary holding a start and an end token ([CLS]/[SEP], <s>/</s>) belongs to a model trained with them
+    around every text: a tokenizer that adds neither would feed it texts it never saw. Refuse it."""
+    for start, end in START_END:
+        if text.tokenizer.token_to_id(start) is None or text.tokenizer.token_to_id(end) is None:
+            continue
+        encoded = text.tokenizer.encode("a", "b") if text.tokenizer.post_processor is not None else None
+        if encoded is None or start not in encoded.tokens:
+            raise TextError(
+                f"the vocabulary holds {start} and {end}, so the model was trained with texts wrapped in them, but the "
+                "tokenizer adds no special tokens (its tokenizer.json has no post_processor template); give the "
+                "tokenizer.json the model was trained with, or its WordPiece vocabulary with --vocab"
+            )
 
 
 def from_tokenizer_file(path: Path) -> Text:
@@ -61,7 +117,8 @@ def from_tokenizer_file(path: Path) -> Text:
 
 
 def from_vocab_file(path: Path) -> Text:
-    """A WordLevel tokenizer over a vocabulary file: lowercase, split on whitespace and punctuation."""
+    """BERT's WordPiece tokenizer over a WordPiece vocabulary (``##`` pieces, or ``[CLS]`` and ``[SEP]``); otherwise
+    a WordLevel tokenizer over the word list: lowercase, split on whitespace and punctuation."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
@@ -75,11 +132,35 @@ def from_vocab_file(path: Path) -> Text:
         vocab.setdefault(token, number)
     if UNK_TOKEN not in vocab:
         raise TextError(f"{path}: the vocabulary has no {UNK_TOKEN} token for unknown words (add a line '[UNK]')")
+    if any(token.startswith("##") for token in vocab) or ("[CLS]" in vocab and "[SEP]" in vocab):
+        return _word_piece(vocab, path.name, len(lines))
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     pad_id = _first_id(tokenizer, PAD_TOKENS)
     return _built(tokenizer, "vocab", pad_id, {"file": path.name, "lines": len(lines)})
+
+
+def _word_piece(vocab: dict[str, int], name: str, lines: int) -> Text:
+    """BERT's own tokenization: clean, split CJK, strip accents and lowercase for an uncased vocabulary (one with no
+    capital letters), split on whitespace and punctuation, WordPiece with ``##``, ``[CLS] a [SEP] b [SEP]``."""
+    missing = [token for token in ("[CLS]", "[SEP]") if token not in vocab]
+    if missing:
+        raise TextError(f"{name}: a WordPiece vocabulary without {missing}: BERT-style models need [CLS] and [SEP]")
+    uncased = not any(c.isupper() for token in vocab if not token.startswith("[") for c in token)
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=UNK_TOKEN, max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=uncased, lowercase=uncased
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    details = {"file": name, "lines": lines, "kind": "wordpiece", "lowercase": uncased}
+    return _built(tokenizer, "vocab", _first_id(tokenizer, PAD_TOKENS), details)
 
 
 def from_text_vectorization(layer: Any) -> Text:

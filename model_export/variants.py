@@ -18,7 +18,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from model_export.feeds import Feeds, predict
 from model_export.scoring import score
-from model_export.signature import PROBABILITIES
+from model_format.signature import PROBABILITIES
 
 VARIANT_FILES = {"optimized": "model.optimized.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 

@@ -1,7 +1,7 @@
 """Check an existing model folder the way the service will load it (no TensorFlow needed).
 
-Every role is read from the folder's signature, so trained and imported folders (and folders written before
-signatures existed) are checked alike.
+``model.json`` is read by the one reader of the format the service uses (``model_format``), so ``verify`` refuses
+what the service would refuse; then the graph runs on sample texts: shapes, sums, and padding that changes nothing.
 """
 
 from __future__ import annotations
@@ -12,55 +12,51 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from tokenizers import Tokenizer
 
 from model_export import artifact, feeds
 from model_export.export import check_graph
-from model_export.signature import ATTENTION, PROBABILITIES, SELF_ATTENTION, Signature, read_signature
+from model_format.document import check_hashes, check_tensors, load_tokenizer, read_document, read_spec
+from model_format.signature import ATTENTION, LAYOUT_RANKS, PROBABILITIES, SELF_ATTENTION, Signature
 
 SAMPLE_TEXTS = ("the service works well", "a second, longer sentence to check that padding is masked out")
-LAYOUT_RANKS = {"BLHTT": 5, "BHTT": 4, "BTT": 3}
+TYPES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float)": "float32"}
 
 
 def verify_folder(folder: Path) -> dict[str, Any]:
-    """Raise ``ArtifactError`` on the first problem; return a summary when the folder is sound."""
-    metadata = artifact.read_metadata(folder)
-    for key in ("labels", "max_sequence_length", "inputs", "outputs", "sha256", "files"):
-        if key not in metadata:
-            raise artifact.ArtifactError(f"{folder / artifact.METADATA_FILE}: missing field {key!r}")
-    for filename, expected in metadata["sha256"].items():
-        path = folder / filename
-        if not path.is_file():
-            raise artifact.ArtifactError(f"{path}: listed in model.json but missing")
-        if artifact.sha256_of(path) != expected:
-            raise artifact.ArtifactError(f"{path}: SHA-256 does not match model.json")
-    model_path = folder / metadata["files"]["model"]
-    signature = read_signature(metadata, [output["name"] for output in metadata["outputs"]])
-    check_graph(onnx.load(model_path), signature if "signature" in metadata else None)
+    """Raise ``FormatError`` / ``ArtifactError`` on the first problem; return a summary when the folder is sound."""
+    document = read_document(folder)
+    spec = read_spec(document, folder.parent.name, int(document.get("version", 0)))
+    check_hashes(folder, document, tuple(document["sha256"]))
+    model_path = folder / spec.model_file
+    check_graph(onnx.load(model_path), spec.signature if "signature" in document else None)
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    _check_declared(session, metadata)
-    tokenizer = Tokenizer.from_file(str(folder / metadata["files"]["tokenizer"]))
-    rows = feeds.encode(tokenizer, list(SAMPLE_TEXTS), metadata["max_sequence_length"], signature)
-    probabilities = np.concatenate([_check_call(session, signature, metadata, [row]) for row in rows])
+    inputs = {v.name: TYPES.get(v.type, v.type) for v in session.get_inputs()}
+    outputs = {v.name: tuple(d if isinstance(d, int) else -1 for d in v.shape) for v in session.get_outputs()}
+    dtypes = {v.name: TYPES.get(v.type, v.type) for v in [*session.get_inputs(), *session.get_outputs()]}
+    check_tensors(spec, inputs, outputs, dtypes)
+    signature = spec.signature
+    tokenizer = load_tokenizer(folder, spec, np.dtype(np.int64))
+    rows = feeds.encode(tokenizer, list(SAMPLE_TEXTS), signature)
+    probabilities = np.concatenate([_check_call(session, signature, spec.labels, [row]) for row in rows])
     if signature.paddable:
-        together = _check_call(session, signature, metadata, rows)
+        together = _check_call(session, signature, spec.labels, rows)
         if not np.allclose(together, probabilities, atol=1e-4):
             raise artifact.ArtifactError("padding changes the answers, but the signature says padding is safe")
     return {
         "folder": str(folder),
-        "name": metadata.get("name"),
-        "version": metadata.get("version"),
-        "labels": metadata["labels"],
+        "name": document.get("name"),
+        "version": document.get("version"),
+        "labels": list(spec.labels),
         "signature": signature.to_json(),
-        "metrics": metadata.get("metrics"),
-        "baseline": metadata.get("baseline"),
-        "parity": metadata.get("parity"),
-        "sample": [dict(zip(metadata["labels"], map(float, row), strict=True)) for row in probabilities],
+        "metrics": document.get("metrics"),
+        "baseline": document.get("baseline"),
+        "parity": document.get("parity"),
+        "sample": [dict(zip(spec.labels, map(float, row), strict=True)) for row in probabilities],
     }
 
 
 def _check_call(
-    session: ort.InferenceSession, signature: Signature, metadata: dict[str, Any], rows: list[list[int]]
+    session: ort.InferenceSession, signature: Signature, labels: tuple[str, ...], rows: list[list[int]]
 ) -> np.ndarray:
     """Run one call and check each output's shape and sums; return the probabilities."""
     call = feeds.feed(rows, signature)
@@ -69,8 +65,8 @@ def _check_call(
     got = dict(zip(names, session.run(list(names.values()), call), strict=True))
     real = np.arange(call[signature.token_ids].shape[1])[None, :] < np.array([len(r) for r in rows])[:, None]
     probabilities = got[PROBABILITIES]
-    if probabilities.shape != (len(rows), len(metadata["labels"])):
-        raise artifact.ArtifactError(f"probabilities have shape {probabilities.shape}, labels {metadata['labels']}")
+    if probabilities.shape != (len(rows), len(labels)):
+        raise artifact.ArtifactError(f"probabilities have shape {probabilities.shape}, labels {list(labels)}")
     if not np.allclose(probabilities.sum(-1), 1.0, atol=1e-4):
         raise artifact.ArtifactError("probabilities do not sum to 1")
     if ATTENTION in got:
@@ -80,11 +76,3 @@ def _check_call(
     if SELF_ATTENTION in got and got[SELF_ATTENTION].ndim != LAYOUT_RANKS.get(signature.self_attention_layout):
         raise artifact.ArtifactError(f"self_attention has rank {got[SELF_ATTENTION].ndim}, not its layout's")
     return probabilities
-
-
-def _check_declared(session: ort.InferenceSession, metadata: dict[str, Any]) -> None:
-    dtype = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float)": "float32"}
-    actual = {v.name: dtype.get(v.type, v.type) for v in [*session.get_inputs(), *session.get_outputs()]}
-    declared = {v["name"]: v["dtype"] for v in [*metadata["inputs"], *metadata["outputs"]]}
-    if actual != declared:
-        raise artifact.ArtifactError(f"model.json declares {declared}, the graph has {actual}")

@@ -33,7 +33,8 @@ from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavai
 log = logging.getLogger(__name__)
 
 Row = dict[str, np.ndarray]
-RunBatch = Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, np.ndarray]]
+# (ids, mask, the outputs wanted, segment ids or None) → outputs by name, each [batch, ...]
+RunBatch = Callable[[np.ndarray, np.ndarray, Sequence[str], np.ndarray | None], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,13 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class PadRule:
-    """How a version's sequences may share a call: the pad id, whether padding is safe, a fixed width if any."""
+    """How a version's sequences may share a call: the pad id, whether padding is safe, a fixed width if any, and
+    whether segment ids go with the ids."""
 
     pad_id: int = 0
     paddable: bool = True
     width: int | None = None
+    segments: bool = False  # the model takes segment ids
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class BatchStats:
 @dataclass(eq=False)
 class _Item:
     ids: np.ndarray
+    segments: np.ndarray | None
     explain: bool
     future: asyncio.Future[Row]
     alone: bool
@@ -103,6 +107,15 @@ def pad(rows: Sequence[np.ndarray], pad_id: int, width: int | None = None) -> tu
         ids[i, : len(row)] = row
         mask[i, : len(row)] = 1
     return ids, mask
+
+
+def pad_segments(rows: Sequence[np.ndarray | None], width: int, dtype: np.dtype) -> np.ndarray:
+    """Segment (token type) ids padded with 0 like the mask; a row without its own is all 0 (one text)."""
+    segments = np.zeros((len(rows), width), dtype=dtype)
+    for i, row in enumerate(rows):
+        if row is not None:
+            segments[i, : len(row)] = row
+    return segments
 
 
 class Batcher:
@@ -142,18 +155,24 @@ class Batcher:
             raise Overloaded(f"the queue is full ({self.policy.max_queue_size} sequences); retry shortly")
 
     def submit(
-        self, rows: Sequence[np.ndarray], explain: bool, deadline: float, alone: bool = False
+        self,
+        rows: Sequence[np.ndarray],
+        explain: bool,
+        deadline: float,
+        alone: bool = False,
+        segments: Sequence[np.ndarray | None] | None = None,
     ) -> list[asyncio.Future[Row]]:
         """Queue every row or none of them; each future resolves to that row's outputs (still padded).
 
         ``alone``: the caller knows of no other request in progress, so the rows may run on the loop's thread
-        (with ``inline_lone``) if nothing else is queued or running when their batch starts.
+        (with ``inline_lone``) if nothing else is queued or running when their batch starts. ``segments``: each
+        row's segment ids, for a model that takes them (None: all 0).
         """
         self.check_room(len(rows))
         loop = asyncio.get_running_loop()
         futures = []
-        for ids in rows:
-            item = _Item(ids, explain, loop.create_future(), alone)
+        for index, ids in enumerate(rows):
+            item = _Item(ids, segments[index] if segments else None, explain, loop.create_future(), alone)
             item.timer = loop.call_at(loop.time() + max(deadline - time.monotonic(), 0.0), self._expire, item)
             self._queues[bisect.bisect_left(self.policy.length_buckets, len(ids))].append(item)
             futures.append(item.future)
@@ -233,16 +252,15 @@ class Batcher:
         """Run one batch off the event loop, or, when it is ``inline`` (alone), on the loop's own thread."""
         started = time.monotonic()
         outputs = self._outputs + (self._explain_outputs if any(item.explain for item in batch) else ())
-        rows = [item.ids for item in batch]
         failed = False
         try:
             if inline:
-                answers, width = self._pad_and_run(rows, outputs)
+                answers, width = self._pad_and_run(batch, outputs)
             else:
                 loop = asyncio.get_running_loop()
-                answers, width = await loop.run_in_executor(self._executor, self._pad_and_run, rows, outputs)
+                answers, width = await loop.run_in_executor(self._executor, self._pad_and_run, batch, outputs)
         except Exception:
-            failed, width = True, max(len(r) for r in rows)
+            failed, width = True, max(len(item.ids) for item in batch)
             log.exception("inference failed for a batch of %d sequences", len(batch))
             for item in batch:
                 if not item.future.done():
@@ -259,14 +277,17 @@ class Batcher:
             )
         )
 
-    def _pad_and_run(self, rows: list[np.ndarray], outputs: Sequence[str]) -> tuple[list[Row], int]:
+    def _pad_and_run(self, batch: list[_Item], outputs: Sequence[str]) -> tuple[list[Row], int]:
         """Each row's outputs (padded to its call's width), in order, and the widest call's width."""
-        answers: list[Row] = [{} for _ in rows]
-        width, lengths, rule = 0, [len(r) for r in rows], self.padding
+        answers: list[Row] = [{} for _ in batch]
+        width, lengths, rule = 0, [len(item.ids) for item in batch], self.padding
         parts = split_by_length(lengths, self.policy.split_min) if rule.paddable else group_by_length(lengths)
         for part in parts:
-            ids, mask = pad([rows[i] for i in part], rule.pad_id, rule.width)
-            result = self._run(ids, mask, outputs)
+            ids, mask = pad([batch[i].ids for i in part], rule.pad_id, rule.width)
+            segments = None
+            if rule.segments:
+                segments = pad_segments([batch[i].segments for i in part], ids.shape[1], ids.dtype)
+            result = self._run(ids, mask, outputs, segments)
             width = max(width, ids.shape[1])
             for position, index in enumerate(part):
                 answers[index] = {name: array[position] for name, array in result.items()}

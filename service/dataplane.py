@@ -16,7 +16,9 @@ import numpy as np
 from service.errors import InvalidInput
 from service.explain import attention_rollout
 from service.repository import ModelRepository, ServedVersion
-from service.sequences import Checked, ItemLimits, prepare
+from service.sequences import Checked, Item, ItemLimits, TextPair, prepare
+
+__all__ = ["InferenceRequest", "InferenceResult", "Prediction", "TextPair"]
 
 ATTENTION = "attention"
 SELF_ATTENTION = "self_attention"
@@ -34,7 +36,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class InferenceRequest:
-    """A decoded request: each item a text or a token-id sequence, and which outputs to compute.
+    """A decoded request: each item a text, a text pair or a token-id sequence, and which outputs to compute.
 
     ``outputs``: None for the version's default (its per-token attention, if it has one); else names from
     ``OPTIONAL_OUTPUTS`` (each must exist for the version) and/or ``ALL``.
@@ -42,7 +44,7 @@ class InferenceRequest:
 
     model: str
     version: int | None
-    items: Sequence[str | np.ndarray]
+    items: Sequence[Item]
     outputs: frozenset[str] | None = None
     truncate: bool = False
     timeout_s: float | None = None
@@ -60,6 +62,7 @@ class Prediction:
     rollout: np.ndarray | None = None
     tokens: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
+    sources: np.ndarray | None = None  # which text each token came from, for a model that reads pairs
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,9 @@ def describe(served: ServedVersion) -> ModelDescription:
     """The public inputs and outputs of a version, and facts about it, for every protocol's metadata."""
     spec, model = served.folder.spec, served.folder.model
     ids, signature = model.id_dtype.name, spec.signature
-    inputs = [Tensor("text", "string", (-1,)), Tensor("input_ids", ids, (-1, -1))]
+    inputs = [Tensor("text", "string", (-1,))]
+    inputs += [Tensor("text_pair", "string", (-1,))] if signature.pairs else []
+    inputs += [Tensor("input_ids", ids, (-1, -1))]
     inputs += [Tensor("attention_mask", ids, (-1, -1))]  # right padding of the request, whatever the graph takes
     outputs = [Tensor("label", "string", (-1,)), Tensor("probabilities", "float32", (-1, len(spec.labels)))]
     if signature.has(ATTENTION):
@@ -125,7 +130,7 @@ def describe(served: ServedVersion) -> ModelDescription:
     outputs += [
         Tensor("lengths", "int32", (-1,)),
         Tensor("tokens", "string", (-1, -1)),
-        Tensor("offsets", "int32", (-1, -1, 2)),
+        Tensor("offsets", "int32", (-1, -1, 3 if signature.pairs else 2)),
     ]
     layers_heads = model.layers_heads
     if layers_heads is not None:
@@ -170,7 +175,8 @@ class DataPlane:
         served.batcher.check_room(len(sequences))
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
         explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
-        futures = served.batcher.submit([s.ids for s in sequences], explain, deadline, self.active == 0)
+        segments = [s.segments for s in sequences] if served.folder.spec.signature.segments else None
+        futures = served.batcher.submit([s.ids for s in sequences], explain, deadline, self.active == 0, segments)
         self.active += 1
         try:
             rows = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
@@ -181,27 +187,42 @@ class DataPlane:
         finally:
             self.active -= 1
         spec = served.folder.spec
-        pooled = spec.signature.attention_source == "pooling"
-        predictions = [_predict(spec.labels, s, row, outputs, pooled) for s, row in zip(sequences, rows, strict=True)]
+        shape = _Shape(spec.labels, spec.signature.attention_source, spec.signature.pairs)
+        predictions = [_predict(shape, s, row, outputs) for s, row in zip(sequences, rows, strict=True)]
         return InferenceResult(spec.name, spec.version, spec.labels, predictions)
 
 
-def _predict(
-    labels: tuple[str, ...], seq: Checked, row: dict[str, np.ndarray], outputs: frozenset[str], pooled: bool
-) -> Prediction:
-    """Trim one row of the batch to its own length and derive what was asked for.
+@dataclass(frozen=True)
+class _Shape:
+    """What a version's predictions look like: its labels, where its per-token attention comes from, pairs."""
 
-    Rollout reads the flow out through the model's pooling weights; a model without them is read out evenly
-    over its tokens (its per-token attention comes from the last layer, which rollout already holds).
-    """
+    labels: tuple[str, ...]
+    source: str | None
+    pairs: bool
+
+
+def _readout(source: str | None, attention: np.ndarray | None, length: int) -> np.ndarray:
+    """Where rollout is read out: the model's pooling weights; the position a [CLS]-reading classifier reads;
+    else evenly over the tokens (a model whose per-token attention is what the last layer received)."""
+    if source == "pooling" and attention is not None:
+        return attention
+    if source == "cls":
+        first = np.zeros(length, np.float32)
+        first[0] = 1.0
+        return first
+    return np.full(length, 1.0 / length, np.float32)
+
+
+def _predict(shape: _Shape, seq: Checked, row: dict[str, np.ndarray], outputs: frozenset[str]) -> Prediction:
+    """Trim one row of the batch to its own length and derive what was asked for."""
     length = len(seq.ids)
     probabilities = row["probabilities"]
     attention = row["attention"][:length] if ATTENTION in row else None
     self_attention = row["self_attention"][:, :, :length, :length] if SELF_ATTENTION in row else None
     rollout = None
     if ROLLOUT in outputs and self_attention is not None:
-        readout = attention if pooled and attention is not None else np.full(length, 1.0 / length, np.float32)
-        rollout = attention_rollout(self_attention, readout)
+        rollout = attention_rollout(self_attention, _readout(shape.source, attention, length))
+    labels = shape.labels
     return Prediction(
         label=labels[int(np.argmax(probabilities))],
         probabilities=probabilities,
@@ -212,4 +233,5 @@ def _predict(
         rollout=rollout,
         tokens=seq.tokens,
         offsets=seq.offsets,
+        sources=seq.sources if shape.pairs and seq.tokens is not None else None,
     )

@@ -269,7 +269,7 @@ class ModelRepository:
         explain = ["self_attention"] if signature.has("self_attention") else []
         # A GPU runs one large call faster than several smaller ones with less padding.
         policy = self.policy if loaded.model.device == "cpu" else dataclasses.replace(self.policy, split_min=0)
-        padding = PadRule(signature.pad_id, signature.paddable, signature.fixed_length)
+        padding = PadRule(signature.pad_id, signature.paddable, signature.fixed_length, signature.segments is not None)
         batcher = Batcher(
             loaded.model.predict, policy, padding, core, explain,
             lambda stats: self._observe(spec.name, spec.version, stats),

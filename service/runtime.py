@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from model_format.signature import Signature, legacy_signature
 from service.providers import (
     CPU_PROVIDER,
     RuntimeLoadError,
@@ -27,7 +28,6 @@ from service.providers import (
     preload_gpu_libraries,
     provider_options,
 )
-from service.signature import Signature, legacy_signature
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ class OnnxModel:
 
     @staticmethod
     def _input_names(signature: Signature | None) -> list[str]:
-        chosen = signature or legacy_signature(())
-        return [chosen.token_ids, *([chosen.mask] if chosen.mask else [])]
+        return (signature or legacy_signature(())).input_names
 
     @property
     def layers_heads(self) -> tuple[int, int] | None:
@@ -166,15 +165,21 @@ class OnnxModel:
     def device(self) -> str:
         return "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
 
-    def predict(self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run the graph on padded ``ids`` and ``mask`` (batch, seq); return the outputs of ``roles`` by role.
+    def predict(
+        self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str], segments: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the graph on padded ``ids``, ``mask`` and ``segments`` (batch, seq); return the outputs of ``roles``.
 
-        A graph without a mask input gets only the ids; self-attention comes back as ``[batch, L, H, T, T]``.
+        A graph without a mask input gets only the ids; one with a segment input gets ``segments`` (all 0 if None);
+        self-attention comes back as ``[batch, L, H, T, T]``.
         """
         signature = self.signature
         feed = {signature.token_ids: ids.astype(self.id_dtype, copy=False)}
         if signature.mask is not None:
             feed[signature.mask] = mask.astype(self.id_dtype, copy=False)
+        if signature.segments is not None:
+            given = np.zeros_like(ids) if segments is None else segments
+            feed[signature.segments] = given.astype(self.id_dtype, copy=False)
         names = [signature.outputs[role] for role in roles]
         arrays = self._predict_bound(feed, names) if self.use_binding else self.session.run(names, feed)
         found = dict(zip(roles, arrays, strict=True))

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from model_format.signature import Signature as ServedSignature
+from model_format.signature import check_graph, read_signature
 from service.settings import Settings
-from service.signature import Signature as ServedSignature
-from service.signature import check_graph, read_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_REPOSITORY = ROOT / "models"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from service.dataplane import InferenceRequest, InferenceResult, Prediction, available_outputs
+from service.dataplane import InferenceRequest, InferenceResult, Prediction, TextPair, available_outputs
 from service.errors import InvalidInput, NotFound, quote
 from service.protocols import codec, schemas, tensors
 from service.protocols.deps import AppState, AppStateDep, app_state, authorize_inference
@@ -24,7 +24,7 @@ router = APIRouter(tags=["native (TensorFlow Serving REST)"])
 SIGNATURE = "serving_default"
 
 
-def decode_instance(value: Any, where: str) -> str | np.ndarray:
+def decode_instance(value: Any, where: str) -> str | np.ndarray | TextPair:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
@@ -35,28 +35,40 @@ def decode_instance(value: Any, where: str) -> str | np.ndarray:
             f"got {codec.kind(value)}"
         )
     fields = value
-    unknown = set(fields) - {"text", "input_ids", "attention_mask"}
+    unknown = set(fields) - {"text", "text_pair", "input_ids", "attention_mask"}
     if unknown or ("text" in fields) == ("input_ids" in fields):
         raise InvalidInput(f"{where}: expected an object with exactly one of 'text' or 'input_ids'")
+    if "text_pair" in fields and "text" not in fields:
+        raise InvalidInput(f"{where}.text_pair: a text pair needs its first text in 'text'")
     if "text" in fields:
-        return codec.decode_text(fields["text"], f"{where}.text")
+        text = codec.decode_text(fields["text"], f"{where}.text")
+        if "text_pair" in fields:
+            return TextPair(text, codec.decode_text(fields["text_pair"], f"{where}.text_pair"))
+        return text
     ids = codec.decode_ids(fields["input_ids"], f"{where}.input_ids")
     if "attention_mask" in fields:
         ids = codec.apply_mask(ids, codec.decode_ids(fields["attention_mask"], f"{where}.attention_mask"), where)
     return ids
 
 
-def decode_columns(value: Any) -> list[str | np.ndarray]:
+def decode_columns(value: Any) -> list[str | np.ndarray | TextPair]:
     """Columnar ``inputs``: a list (texts or id rows) or an object of named input columns."""
     if isinstance(value, list):
         return [decode_instance(item, f"inputs[{i}]") for i, item in enumerate(value)]
     columns = codec.expect_object(value, "inputs")
-    unknown = set(columns) - {"text", "input_ids", "attention_mask"}
-    if unknown or ("text" in columns) == ("input_ids" in columns):
-        raise InvalidInput("inputs: expected exactly one of the columns 'text' or 'input_ids' (and 'attention_mask')")
+    unknown = set(columns) - {"text", "text_pair", "input_ids", "attention_mask"}
+    if unknown or ("text" in columns) == ("input_ids" in columns) or ("text_pair" in columns and "text" not in columns):
+        raise InvalidInput(
+            "inputs: expected exactly one of the columns 'text' (and 'text_pair') or 'input_ids' (and 'attention_mask')"
+        )
     if "text" in columns:
-        texts = columns["text"] if isinstance(columns["text"], list) else [columns["text"]]
-        return [codec.decode_text(t, f"inputs.text[{i}]") for i, t in enumerate(texts)]
+        texts = _text_column(columns["text"], "text")
+        if "text_pair" not in columns:
+            return list(texts)
+        pairs = _text_column(columns["text_pair"], "text_pair")
+        if len(pairs) != len(texts):
+            raise InvalidInput(f"inputs.text_pair: {len(pairs)} texts for {len(texts)} in inputs.text; give one each")
+        return [TextPair(text, pair) for text, pair in zip(texts, pairs, strict=True)]
     rows = _as_rows(columns["input_ids"])
     ids = [codec.decode_ids(r, f"inputs.input_ids[{i}]") for i, r in enumerate(rows)]
     if "attention_mask" in columns:
@@ -68,6 +80,11 @@ def decode_columns(value: Any) -> list[str | np.ndarray]:
             for i, (row, mask) in enumerate(zip(ids, masks, strict=True))
         ]
     return list(ids)
+
+
+def _text_column(column: Any, name: str) -> list[str]:
+    texts = column if isinstance(column, list) else [column]
+    return [codec.decode_text(t, f"inputs.{name}[{i}]") for i, t in enumerate(texts)]
 
 
 def _as_rows(column: Any) -> list[Any]:
@@ -127,7 +144,7 @@ def encode_prediction(prediction: Prediction, labels: tuple[str, ...]) -> dict[s
         row["attention"] = np.ascontiguousarray(prediction.attention)
     if prediction.tokens is not None:
         row["tokens"] = prediction.tokens
-        row["offsets"] = prediction.offsets
+        row["offsets"] = prediction.offsets if prediction.sources is None else tensors.offsets_with_sources(prediction)
     if prediction.self_attention is not None:
         row["self_attention"] = np.ascontiguousarray(prediction.self_attention)
     if prediction.rollout is not None:

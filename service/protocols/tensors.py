@@ -34,6 +34,27 @@ def pad_stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def offsets_with_sources(prediction: Any) -> list[tuple[int, int, int]]:
+    """Each token's character span and which text it came from (0 ``text``, 1 ``text_pair``, -1 a special
+    token), for a model that reads text pairs."""
+    offsets, sources = prediction.offsets or [], prediction.sources
+    return [(start, end, int(source)) for (start, end), source in zip(offsets, sources, strict=True)]
+
+
+def offset_rows(predictions: Sequence[Any]) -> np.ndarray:
+    """``offsets`` as one INT32 tensor ``[N, T, 2]``, or ``[N, T, 3]`` with each token's text for a pair model."""
+    pairs = any(p.sources is not None for p in predictions)
+    width = 3 if pairs else 2
+    rows = []
+    for p in predictions:
+        spans = np.asarray(p.offsets or [], dtype=np.float32).reshape(-1, 2)
+        if pairs:
+            sources = np.asarray(p.sources if p.sources is not None else [], np.float32).reshape(-1, 1)
+            spans = np.concatenate([spans, sources[: len(spans)]], axis=1) if len(spans) else spans.reshape(0, 3)
+        rows.append(spans.reshape(-1, width))
+    return pad_stack(rows).astype(np.int32)
+
+
 def pad_strings(rows: Sequence[Sequence[str]]) -> list[list[str]]:
     width = max((len(row) for row in rows), default=0)
     return [list(row) + [""] * (width - len(row)) for row in rows]

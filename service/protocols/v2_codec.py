@@ -1,9 +1,10 @@
 """Open Inference Protocol v2 ↔ data plane: decode infer requests (JSON or binary tensors), encode results.
 
-Inputs: ``text`` (BYTES [N] or [N, 1]) or ``input_ids`` (INT32/INT64 [N, T]) with an optional
-``attention_mask`` of the same shape (right padding). Outputs: ``label``, ``probabilities``, ``attention``,
-``lengths``, ``tokens``, ``offsets``, and on request ``self_attention`` and ``rollout``; ragged outputs are
-zero-padded to the longest sequence, ``lengths`` says how much of each row is real.
+Inputs: ``text`` (BYTES [N] or [N, 1]), with ``text_pair`` beside it for a model that reads pairs, or
+``input_ids`` (INT32/INT64 [N, T]) with an optional ``attention_mask`` of the same shape (right padding).
+Outputs: ``label``, ``probabilities``, ``attention``, ``lengths``, ``tokens``, ``offsets`` (``[N, T, 3]`` with each
+token's text for a pair model), and on request ``self_attention`` and ``rollout``; ragged outputs are zero-padded to
+the longest sequence, ``lengths`` says how much of each row is real.
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from service.dataplane import ATTENTION, OPTIONAL_OUTPUTS, ROLLOUT, SELF_ATTENTION, InferenceRequest, InferenceResult
+from service.dataplane import (
+    ATTENTION,
+    OPTIONAL_OUTPUTS,
+    ROLLOUT,
+    SELF_ATTENTION,
+    InferenceRequest,
+    InferenceResult,
+    TextPair,
+)
 from service.errors import InvalidInput
 from service.protocols import codec, tensors
 
 OUTPUTS = ("label", "probabilities", "attention", "lengths", "tokens", "offsets", "self_attention", "rollout")
 DEFAULT_OUTPUTS = ("label", "probabilities", "attention", "lengths")
-INPUTS = ("text", "input_ids", "attention_mask")
+INPUTS = ("text", "text_pair", "input_ids", "attention_mask")
 ID_TYPES = ("INT32", "INT64")
 REQUEST_PARAMETERS = {"attention", "binary_data_output", "timeout", "timeout_ms", "truncate", "priority"}
 ATTENTION_OUTPUTS = (ATTENTION, SELF_ATTENTION, ROLLOUT)
@@ -128,7 +137,7 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
 
 def _decode_tensor(fields: dict[str, Any], where: str, binary: _Binary) -> np.ndarray | list[str]:
     shape = _shape(fields.get("shape"), where)
-    is_text = fields["name"] == "text"
+    is_text = fields["name"] in ("text", "text_pair")
     if (is_text and not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))) or (not is_text and len(shape) != 2):
         raise InvalidInput(f"{where}.shape: expected {'[batch] or [batch, 1]' if is_text else '[batch, sequence]'}")
     datatype = fields.get("datatype")
@@ -175,18 +184,22 @@ def _flatten(data: Any, depth: int, where: str) -> list[Any]:
     return flat
 
 
-def _items(decoded: dict[str, np.ndarray | list[str]]) -> tuple[list[str | np.ndarray], str]:
+def _items(decoded: dict[str, np.ndarray | list[str]]) -> tuple[list[str | np.ndarray | TextPair], str]:
     if ("text" in decoded) == ("input_ids" in decoded):
         raise InvalidInput("inputs: send exactly one of 'text' or 'input_ids'")
+    if "text_pair" in decoded and "text" not in decoded:
+        raise InvalidInput("inputs: text_pair goes with text, the first text of each pair")
     if "text" in decoded:
         if "attention_mask" in decoded:
             raise InvalidInput("inputs: attention_mask goes with input_ids, not text")
         texts = decoded["text"]
         assert isinstance(texts, list)
+        if "text_pair" in decoded:
+            return _pairs(texts, decoded["text_pair"]), "input 'text'"
         return list(texts), "input 'text'"
     ids = decoded["input_ids"]
     assert isinstance(ids, np.ndarray)
-    rows: list[str | np.ndarray] = list(ids)
+    rows: list[str | np.ndarray | TextPair] = list(ids)
     mask = decoded.get("attention_mask")
     if mask is not None:
         if not isinstance(mask, np.ndarray) or mask.shape != ids.shape:
@@ -196,6 +209,13 @@ def _items(decoded: dict[str, np.ndarray | list[str]]) -> tuple[list[str | np.nd
             for i, (row, m) in enumerate(zip(ids, mask, strict=True))
         ]
     return rows, "input 'input_ids'"
+
+
+def _pairs(texts: list[str], seconds: np.ndarray | list[str]) -> list[str | np.ndarray | TextPair]:
+    assert isinstance(seconds, list)
+    if len(seconds) != len(texts):
+        raise InvalidInput(f"input 'text_pair': {len(seconds)} texts for {len(texts)} in input 'text'; give one each")
+    return [TextPair(text, pair) for text, pair in zip(texts, seconds, strict=True)]
 
 
 def _wanted(outputs: tuple[RequestedOutput, ...] | None, parameters: dict[str, Any]) -> frozenset[str] | None:
@@ -257,8 +277,7 @@ def _tokens(result: InferenceResult, output: RequestedOutput) -> Tensor:
 
 
 def _offsets(result: InferenceResult, output: RequestedOutput) -> Tensor:
-    spans = [np.asarray(p.offsets or [], dtype=np.float32).reshape(-1, 2) for p in result.predictions]
-    offsets = tensors.pad_stack(spans).astype(np.int32)
+    offsets = tensors.offset_rows(result.predictions)
     return "INT32", offsets, list(offsets.shape)
 
 

@@ -76,4 +76,4 @@ def test_verify_catches_a_tampered_model(tmp_path: Path) -> None:
     (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes()[:-10])
     result = run_cli("verify", str(copy))
     assert result.returncode == 2
-    assert "SHA-256 does not match" in result.stderr
+    assert "model.onnx does not match the SHA-256 in model.json" in result.stderr

@@ -16,15 +16,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
-from tokenizers import Tokenizer
 
 from model_export import feeds
 from model_export.cli import main
 from model_export.data import needle_task
 from model_export.derive import add_variants
 from model_export.importer import ImportRequest, run_import
-from model_export.signature import Signature, read_signature
 from model_export.verify import verify_folder
+from model_format.document import load_tokenizer, read_spec
+from model_format.signature import Signature, read_signature
 from tests.conftest import served_signature
 from tests.model_export.user_models import KINDS, UserModel
 
@@ -52,12 +52,13 @@ class Folder:
     def __init__(self, path: Path) -> None:
         self.document = json.loads((path / "model.json").read_text())
         self.signature: Signature = read_signature(self.document, [o["name"] for o in self.document["outputs"]])
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        spec = read_spec(self.document, path.parent.name, int(self.document["version"]))
+        self.tokenizer = load_tokenizer(path, spec, np.dtype(np.int32))
         self.session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
         self.max_len = int(self.document["max_sequence_length"])
 
     def rows(self, texts: list[str] | tuple[str, ...]) -> list[list[int]]:
-        return feeds.encode(self.tokenizer, texts, self.max_len, self.signature)
+        return feeds.encode(self.tokenizer, texts, self.signature)
 
     def run(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
         call = feeds.feed(rows, self.signature)
@@ -184,8 +185,8 @@ def test_the_seeds_model_scores_its_data_and_its_attention_peaks_on_the_needle(
     samples = needle_task(200, seed=99)
     hits, correct = [], []
     for text, label in zip(samples.texts, samples.labels, strict=True):
-        encoding = served.tokenizer.encode(text)
-        out = served.run([encoding.ids])
+        (encoding,) = served.tokenizer.encode([text])
+        out = served.run([list(encoding.ids)])
         hits.append(encoding.tokens[int(out["attention"][0].argmax())] in ("alpha", "bravo", "charlie"))
         correct.append("abc"[int(out["probabilities"][0].argmax())] == label)
     assert np.mean(correct) >= 0.95

@@ -53,7 +53,7 @@ def test_export_writes_a_complete_version_that_verifies(needle_model: Path) -> N
 def test_train_writes_the_signature_the_service_reads(needle_model: Path) -> None:
     document = json.loads((needle_model / "model.json").read_text())
     assert document["signature"] == {
-        "inputs": {"token_ids": "input_ids", "mask": "attention_mask"},
+        "inputs": {"token_ids": "input_ids", "mask": "attention_mask", "segments": None},
         "outputs": {"probabilities": "probabilities", "attention": "attention", "self_attention": "self_attention"},
         "attention_source": "pooling",
         "self_attention_layout": "BLHTT",
@@ -61,6 +61,7 @@ def test_train_writes_the_signature_the_service_reads(needle_model: Path) -> Non
         "pad_id": 0,
         "padding": "mask",
         "fixed_length": None,
+        "pairs": False,
         "text": {"origin": "trained"},
     }
     read = served_signature(document)

@@ -21,14 +21,18 @@ class Recorder:
 
     def __init__(self, hold_first: bool = False) -> None:
         self.batches: list[np.ndarray] = []
+        self.segments: list[np.ndarray | None] = []
         self.threads: list[int] = []
         self.release = threading.Event()
         self.started = threading.Event()
         self.hold_first = hold_first
         self.fail_next = False
 
-    def __call__(self, ids: np.ndarray, mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def __call__(
+        self, ids: np.ndarray, mask: np.ndarray, outputs: Sequence[str], segments: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         self.batches.append(ids.copy())
+        self.segments.append(segments)
         self.threads.append(threading.get_ident())
         self.started.set()
         if self.hold_first and len(self.batches) == 1:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from model_format.signature import SignatureError, check_graph, read_signature
 from service.app import build_state, create_app
 from service.dataplane import InferenceRequest
-from service.signature import SignatureError, check_graph, read_signature
 from tests.conftest import BUNDLED, settings_for
 from tests.service.graphs import TinyGraph, reference, signature_of, write_folder
 
