@@ -29,6 +29,7 @@ STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 Reference = Callable[[Feeds], Mapping[str, np.ndarray]]
 Graph = Callable[[dict[str, tf.Tensor], Any], dict[str, tf.Tensor]]
 WEIGHT = "attention_serve_weight_"
+SHARED_MINIMUM = 1024  # bytes: smaller constants (shapes, scalars) are left as they are
 
 
 class ExportError(RuntimeError):
@@ -73,11 +74,44 @@ def convert(function: Graph, signature: Signature, opset: int = OPSET, weights: 
         raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}"[:500]) from exc
     if weights:
         _weights_as_initializers(proto, weights)
+    store_once(proto)
     _name_dynamic_axes(proto)
     _drop_unused_opsets(proto)
     proto.producer_name = "attention-serve model_export"
     check_graph(proto, signature)
     return proto
+
+
+def store_once(proto: onnx.ModelProto) -> None:
+    """Keep one initializer per distinct content: a frozen conversion (a SavedModel's) stores a weight again for
+    every layout tf2onnx folded it into; an exact copy is dropped, a copy in another shape becomes a ``Reshape`` of
+    the one kept (ONNX Runtime folds it at load)."""
+    graph = proto.graph
+    kept: dict[tuple[int, bytes], onnx.TensorProto] = {}
+    renamed: dict[str, str] = {}
+    reshapes: list[onnx.NodeProto] = []
+    unique: list[onnx.TensorProto] = []
+    for tensor in graph.initializer:
+        key = (tensor.data_type, onnx.numpy_helper.to_array(tensor).tobytes())
+        first = kept.setdefault(key, tensor)
+        if first is tensor or len(key[1]) < SHARED_MINIMUM:
+            unique.append(tensor)
+        elif list(first.dims) == list(tensor.dims):
+            renamed[tensor.name] = first.name
+        else:
+            shape = onnx.numpy_helper.from_array(np.asarray(tensor.dims, np.int64), f"{tensor.name}__shape")
+            unique.append(shape)
+            reshapes.append(onnx.helper.make_node("Reshape", [first.name, shape.name], [tensor.name]))
+    if not renamed and not reshapes:
+        return
+    del graph.initializer[:]
+    graph.initializer.extend(unique)
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            node.input[position] = renamed.get(name, name)
+    nodes = [*reshapes, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _weights_as_initializers(proto: onnx.ModelProto, weights: Sequence[Any]) -> None:

@@ -65,16 +65,14 @@ def load_preset(path: Path) -> keras.Model:
 
 def load_preprocessor(path: Path) -> Any:
     """A preprocessor (or a tokenizer alone) from a preset folder or a saved ``.keras`` task, for ``--preprocessor``."""
-    keras_hub = require()
-    if path.is_dir() and is_preset(path):
+    require()
+    if path.is_dir():
         for kind in ("preprocessor.json", "tokenizer.json"):
-            if (path / kind).is_file():
-                base = keras_hub.models.Preprocessor if kind == "preprocessor.json" else keras_hub.tokenizers.Tokenizer
-                try:
-                    return base.from_preset(str(path))
-                except Exception as exc:
-                    raise HubError(f"keras-hub cannot load the preset's {kind}: {type(exc).__name__}") from exc
-        raise HubError("the preset holds neither a preprocessor nor a tokenizer")
+            if _hub_config(path / kind):
+                return _saved_layer(path, kind)
+        raise HubError(
+            "the folder holds neither a keras-hub preprocessor nor a tokenizer (preprocessor.json, tokenizer.json)"
+        )
     if path.suffix == ".keras":
         model = keras.saving.load_model(path, compile=False)
         found = preprocessor_of(model)
@@ -82,6 +80,29 @@ def load_preprocessor(path: Path) -> Any:
             raise HubError("the .keras model has no preprocessor")
         return found
     raise HubError("expected a keras-hub preset folder or a .keras task saved with its preprocessor")
+
+
+def _saved_layer(preset: Path, config_file: str) -> Any:
+    """A preprocessor or tokenizer saved with ``save_to_preset`` (as keras-hub's own loader rebuilds one: its
+    configuration, then its assets, the vocabulary); a tokenizer saved alone has no config.json beside it."""
+    try:
+        layer = keras.saving.deserialize_keras_object(json.loads((preset / config_file).read_text(encoding="utf-8")))
+        for part in (layer, getattr(layer, "tokenizer", None)):
+            if part is not None and hasattr(part, "load_preset_assets"):
+                part.load_preset_assets(str(preset))
+    except Exception as exc:  # keras-hub raises many types for a preset it cannot read
+        raise HubError(
+            f"keras-hub cannot load the preset's {config_file}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
+    return layer
+
+
+def _hub_config(path: Path) -> bool:
+    """A keras-hub object's configuration (not a Hugging Face tokenizer.json of the same name)."""
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("module", "")).startswith("keras_hub")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def preprocessor_of(model: Any) -> Any:

@@ -9,6 +9,7 @@ variants → an atomic write. Every check runs before anything is written: a ref
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import tensorflow as tf
 
-from model_export import artifact, feeds, variants
+from model_export import artifact, feeds, graph_attention, variants
 from model_export.data import Dataset, load_file
-from model_export.export import OPSET, ExportError, Parity, convert, graph_io, verify_parity
+from model_export.export import OPSET, ExportError, Parity, check_graph, convert, graph_io, verify_parity
 from model_export.graph import Imported, forward, reference, softmax
 from model_export.inspection import Plan, inspect_model
 from model_export.loading import ImportFailure, load_source, run_custom_objects
@@ -73,6 +75,8 @@ def run_import(request: ImportRequest) -> Path:
     variables = imported.source.variables
     proto = convert(lambda inputs, weights: forward(imported, inputs, weights), imported.signature, weights=variables)
     del variables
+    if imported.source.kind == "saved_model" and not imported.plan.maps:
+        imported = _attention_in_graph(imported, proto)
     onnx_bytes, io = proto.SerializeToString(), graph_io(proto)
     del proto  # the graph is held once, as bytes, from here on
     rows, truth = _labelled_rows(imported, request, dataset)
@@ -117,6 +121,33 @@ def prepare(request: ImportRequest, texts: Sequence[str] = ()) -> Imported:
         pairs=pairs,
     )
     return Imported(source, model_text, plan, layout, signature, model_text.served(layout.max_len))
+
+
+def _attention_in_graph(imported: Imported, proto: onnx.ModelProto) -> Imported:
+    """A SavedModel's attention, found among the converted graph's softmaxes (``graph_attention``): added as the
+    ``self_attention`` and ``attention`` outputs, the signature saying so, the layers named by index."""
+    signature, layout = imported.signature, imported.layout
+    rng = np.random.default_rng(5)
+    probes = [
+        feeds.feed([[int(i) for i in rng.integers(1, layout.vocab_size, size=length)] for _ in range(2)], signature)
+        for length in (min(5, layout.max_len), min(9, layout.max_len))
+    ]
+    found = graph_attention.find(proto, probes, signature)
+    if found is None:
+        return imported
+    graph_attention.add_outputs(proto, found, signature)
+    source: AttentionSource = "cls" if found.reads_first else "received"
+    layers = tuple(f"layer {index}" for index in range(len(found.maps)))
+    updated = dataclasses.replace(
+        signature,
+        outputs={**signature.outputs, "attention": "attention", "self_attention": "self_attention"},
+        attention_source=source,
+        attention_layers=layers,
+    )
+    check_graph(proto, updated)
+    plan = dataclasses.replace(imported.plan, reads_first=found.reads_first)
+    notes = (*plan.notes, f"attention found in the graph: {len(found.maps)} softmax layers of {found.heads} heads")
+    return dataclasses.replace(imported, signature=updated, plan=dataclasses.replace(plan, notes=notes))
 
 
 def _attention_source(plan: Plan) -> AttentionSource | None:
@@ -225,8 +256,8 @@ def _metadata(
             "logits": plan.logits,
             "attention": {
                 "per_token": imported.signature.attention_source,
-                "layers": [m.name for m in plan.maps],
-                "heads": plan.heads,
+                "layers": list(imported.signature.attention_layers),
+                "heads": plan.heads or _heads(io),
             },
             "padding": layout.reason,
             "notes": list(plan.notes),
@@ -237,6 +268,12 @@ def _metadata(
     if dataset is not None:
         metadata["data"] = dataset.description
     return metadata
+
+
+def _heads(io: dict[str, Any]) -> int | None:
+    """The head count of the graph's ``self_attention`` output, ``[batch, layers, heads, seq, seq]``."""
+    shape = next((o["shape"] for o in io["outputs"] if o["name"] == "self_attention"), None)
+    return int(shape[2]) if shape and isinstance(shape[2], int) else None
 
 
 def _plain(value: Any) -> Any:

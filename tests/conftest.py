@@ -63,6 +63,20 @@ def user_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {kind: build(kind, root / "repository", root / "work") for kind in KINDS}
 
 
+@pytest.fixture(scope="session")
+def hub_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every pretrained-transformer family (tests/model_export/hub_models.py), built small and imported once.
+
+    Needs TensorFlow and keras-hub (the export extra and scripts/test.sh's keras-hub step): a test using it is
+    skipped without TensorFlow, and fails if keras-hub is missing where TensorFlow is installed.
+    """
+    pytest.importorskip("tensorflow", reason="importing keras-hub models needs the export extra")
+    from tests.model_export.hub_models import KINDS, build
+
+    root = tmp_path_factory.mktemp("hub-models")
+    return {kind: build(kind, root / "repository", root / "work") for kind in KINDS}
+
+
 def settings_for(root: Path, **overrides: object) -> Settings:
     # gRPC off unless a test asks for it: in-process apps must not all bind the default port.
     values: dict[str, object] = {
