@@ -95,8 +95,9 @@ class TextTokenizer:
         self.pairs = any(p.source == 1 for p in self._pair_skeleton) and any(
             p.source == SPECIAL for p in self._pair_skeleton
         )
+        # The special tokens the template adds ([CLS], [SEP], <s>, </s>): not words of the text.
         self.special_ids = frozenset(
-            int(i) for i, token in tokenizer.get_added_tokens_decoder().items() if token.special
+            p.id for p in (*self._single_skeleton, *self._pair_skeleton) if p.source == SPECIAL
         )
 
     def encode(self, texts: Sequence[str], cut: bool = False) -> list[Encoded]:

@@ -6,6 +6,9 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[export,dev]"
+# keras-hub and tensorflow-text without their pins (pyproject.toml, tool.attention-serve.without-dependencies).
+.venv/bin/python -m pip install --quiet --no-deps $(.venv/bin/python -c \
+  'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["attention-serve"]["without-dependencies"])')
 # KServe's SDK lives in a virtualenv of its own (its gRPC messages clash with tritonclient's in one process).
 .venv/bin/python -m tests.e2e.kserve_env >/dev/null
 # The browser test drives Debian's Chromium (nothing downloads a browser).

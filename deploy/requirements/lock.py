@@ -80,14 +80,25 @@ def render(flavour: Flavour, pins: dict[str, str]) -> str:
     return "\n".join([*header, *(f"{name}=={version}" for name, version in sorted(pins.items()))]) + "\n"
 
 
+def without_dependencies(flavour: str, project_file: dict) -> dict[str, str]:
+    """The exporter's pins that pip cannot resolve with the rest (pyproject.toml's tool.attention-serve
+    without-dependencies: keras-hub, tensorflow-text); the lock is installed with --no-deps anyway."""
+    if flavour != "exporter":
+        return {}
+    pins = [Requirement(r) for r in project_file["tool"]["attention-serve"]["without-dependencies"]]
+    return {canonicalize_name(r.name): str(r.specifier).removeprefix("==") for r in pins}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("flavours", nargs="*", default=[f.name for f in FLAVOURS], help="flavours to lock (all)")
     args = parser.parse_args(argv)
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    document = tomllib.loads(PYPROJECT.read_text())
+    project = document["project"]
     for flavour in FLAVOURS:
         if flavour.name in args.flavours:
             pins = resolve(requirements(flavour.name, project), flavour.python)
+            pins |= without_dependencies(flavour.name, document)
             (HERE / f"{flavour.name}.txt").write_text(render(flavour, pins))
             print(f"{flavour.name}: {len(pins)} distributions")
     return 0

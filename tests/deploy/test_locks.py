@@ -85,3 +85,11 @@ def test_install_script_refuses_an_unknown_flavour() -> None:
     result = run(["sh", str(ROOT / "deploy" / "install.sh"), "tensorflow-gpu"])
     assert result.returncode == 2
     assert "usage" in result.stderr
+
+
+def test_exporter_lock_holds_the_packages_installed_without_their_dependencies() -> None:
+    """keras-hub and tensorflow-text, pinned in pyproject.toml (tool.attention-serve), are in the exporter's lock."""
+    _, pins = read_lock("exporter")
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["attention-serve"]
+    for requirement in map(Requirement, tool["without-dependencies"]):
+        assert requirement.specifier.contains(pins.get(canonicalize_name(requirement.name), "0")), requirement

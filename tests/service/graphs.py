@@ -1,9 +1,10 @@
 """Tiny ONNX classifiers built with ``onnx.helper``, written as model folders with a signature (no TensorFlow).
 
-The graph: embeddings → one self-attention (scores x·xᵀ/√D, softmax over keys, masked when there is a mask) →
-mean over the positions (masked, or over every position when there is no mask) → a linear layer → softmax. Its
-per-token attention is the attention each token receives, averaged over the queries. ``reference`` computes the
-same in numpy, so a test can check any answer against the model alone on the exact sequence.
+The graph: embeddings (+ a segment embedding when it takes segment ids) → one self-attention (scores x·xᵀ/√D,
+softmax over keys, masked when there is a mask) → mean over the positions (masked, or over every position when there
+is no mask) → a linear layer → softmax. Its per-token attention is the attention each token receives, averaged over
+the queries. ``reference`` computes the same in numpy, so a test can check any answer against the model alone on the
+exact sequence.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from tokenizers import Tokenizer, processors
 
 from tests.conftest import BUNDLED
 
 VOCAB, WIDTH, CLASSES = 8000, 4, 3
+SPECIALS = ("[CLS]", "[SEP]")  # added after the bundled vocabulary (ids 8000, 8001) for the pair tokenizer
 LABELS = ["negative", "neutral", "positive"]
 
 
@@ -37,17 +40,23 @@ class TinyGraph:
     layout: str = "BTT"  # BTT, BHTT or BLHTT (one layer, one head)
     id_type: int = TensorProto.INT64
     fixed_length: int | None = None
+    segments: str | None = None  # a segment-id input (then the tokenizer joins pairs: [CLS] a [SEP] b [SEP])
 
 
 def weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.normal(0, 1, (VOCAB, WIDTH)).astype(np.float32), rng.normal(0, 1, (WIDTH, CLASSES)).astype(np.float32)
+    embedding = rng.normal(0, 1, (VOCAB + len(SPECIALS), WIDTH)).astype(np.float32)
+    return embedding, rng.normal(0, 1, (WIDTH, CLASSES)).astype(np.float32)
 
 
-def reference(ids: np.ndarray) -> dict[str, np.ndarray]:
+def segment_weights() -> np.ndarray:
+    return np.random.default_rng(7).normal(0, 1, (2, WIDTH)).astype(np.float32)
+
+
+def reference(ids: np.ndarray, segments: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The graph's answer for one unpadded sequence (any mask is all ones), in numpy."""
     embedding, head = weights()
-    x = embedding[ids]
+    x = embedding[ids] + (segment_weights()[segments] if segments is not None else 0)
     scores = x @ x.T / np.sqrt(WIDTH)
     attention = np.exp(scores - scores.max(-1, keepdims=True))
     attention /= attention.sum(-1, keepdims=True)
@@ -58,8 +67,12 @@ def reference(ids: np.ndarray) -> dict[str, np.ndarray]:
 
 def _nodes(graph: TinyGraph) -> list[onnx.NodeProto]:
     make = helper.make_node
-    nodes = [
-        make("Gather", ["embedding", graph.ids], ["x"]),
+    gathered = "tokens_x" if graph.segments else "x"
+    nodes = [make("Gather", ["embedding", graph.ids], [gathered])]
+    if graph.segments:
+        nodes += [make("Gather", ["segment_embedding", graph.segments], ["segments_x"])]
+        nodes += [make("Add", ["tokens_x", "segments_x"], ["x"])]
+    nodes += [
         make("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
         make("MatMul", ["x", "xt"], ["raw"]),
         make("Mul", ["raw", "scale"], ["scores"]),
@@ -107,6 +120,8 @@ def build(graph: TinyGraph) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info(graph.ids, graph.id_type, ["batch", seq])]
     if graph.mask is not None:
         inputs.append(helper.make_tensor_value_info(graph.mask, graph.id_type, ["batch", seq]))
+    if graph.segments is not None:
+        inputs.append(helper.make_tensor_value_info(graph.segments, graph.id_type, ["batch", seq]))
     outputs = [helper.make_tensor_value_info(graph.probabilities, TensorProto.FLOAT, ["batch", CLASSES])]
     if graph.attention is not None:
         outputs.append(helper.make_tensor_value_info(graph.attention, TensorProto.FLOAT, ["batch", seq]))
@@ -116,6 +131,7 @@ def build(graph: TinyGraph) -> onnx.ModelProto:
         outputs.append(info)
     constants = {
         "embedding": embedding,
+        "segment_embedding": segment_weights(),
         "head": head,
         "scale": np.array(1 / np.sqrt(WIDTH), np.float32),
         "one": np.array(1.0, np.float32),
@@ -133,6 +149,18 @@ def build(graph: TinyGraph) -> onnx.ModelProto:
     return model
 
 
+def pair_tokenizer() -> Tokenizer:
+    """The bundled tokenizer with [CLS] and [SEP] and BERT's template: [CLS] a [SEP] for one text, [CLS] a [SEP] b
+    [SEP] for a pair, the second text's tokens (and its [SEP]) in segment 1."""
+    tokenizer = Tokenizer.from_file(str(BUNDLED / "tokenizer.json"))
+    tokenizer.add_special_tokens(list(SPECIALS))
+    cls, sep = (tokenizer.token_to_id(token) for token in SPECIALS)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tokenizer
+
+
 def _io(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
     def describe(value: onnx.ValueInfoProto) -> dict[str, Any]:
         tensor = value.type.tensor_type
@@ -144,7 +172,7 @@ def _io(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
 
 def signature_of(graph: TinyGraph) -> dict[str, Any]:
     return {
-        "inputs": {"token_ids": graph.ids, "mask": graph.mask},
+        "inputs": {"token_ids": graph.ids, "mask": graph.mask, "segments": graph.segments},
         "outputs": {
             "probabilities": graph.probabilities,
             "attention": graph.attention,
@@ -156,6 +184,7 @@ def signature_of(graph: TinyGraph) -> dict[str, Any]:
         "pad_id": 0,
         "padding": "mask" if graph.mask else "none",
         "fixed_length": graph.fixed_length,
+        "pairs": graph.segments is not None,
         "text": {"origin": "tokenizer"},
     }
 
@@ -166,7 +195,10 @@ def write_folder(root: Path, graph: TinyGraph, name: str = "tiny", version: int 
     folder.mkdir(parents=True)
     model = build(graph)
     (folder / "model.onnx").write_bytes(model.SerializeToString())
-    shutil.copy(BUNDLED / "tokenizer.json", folder / "tokenizer.json")
+    if graph.segments is None:
+        shutil.copy(BUNDLED / "tokenizer.json", folder / "tokenizer.json")
+    else:
+        pair_tokenizer().save(str(folder / "tokenizer.json"))
     document = {
         "format": 1,
         "name": name,
@@ -174,7 +206,7 @@ def write_folder(root: Path, graph: TinyGraph, name: str = "tiny", version: int 
         "task": "text-classification",
         "labels": LABELS,
         "max_sequence_length": graph.fixed_length or 64,
-        "vocab_size": VOCAB,
+        "vocab_size": VOCAB + (len(SPECIALS) if graph.segments else 0),
         **_io(model),
         "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
         "signature": signature_of(graph),
