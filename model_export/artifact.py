@@ -19,6 +19,7 @@ from model_format import document
 from model_format.document import FORMAT_VERSION, METADATA_FILE, sha256_of
 
 MODEL_FILE, TOKENIZER_FILE = document.MODEL_FILE, document.TOKENIZER_FILE  # the file names the format fixes
+LEAN_FILE = document.LEAN_FILE
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

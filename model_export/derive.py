@@ -31,7 +31,9 @@ def add_variants(folder: Path, kinds: Sequence[str], dataset: Dataset | None = N
     calls, order, truth = _scoring_calls(folder, metadata, signature, dataset)
     onnx_bytes = (folder / artifact.MODEL_FILE).read_bytes()
     probabilities = signature.outputs["probabilities"]
-    new_files, info = variants.build_variants(onnx_bytes, kinds, calls, truth, order, probabilities)
+    lean_file = metadata["files"].get("lean")
+    lean = (folder / lean_file).read_bytes() if lean_file else None
+    new_files, info = variants.build_variants(onnx_bytes, kinds, calls, truth, order, probabilities, lean=lean)
     files = {name: (folder / name).read_bytes() for name in metadata["sha256"]}
     files.update(new_files)
     metadata["variants"] = {**metadata.get("variants", {}), **info}

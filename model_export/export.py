@@ -26,6 +26,7 @@ OPSET = 17
 HANDLERS = tf_ops.HANDLED  # imported for its registration; the ops it converts
 PARITY_TOLERANCE = 1e-4
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+CONTRIB_DOMAIN = "com.microsoft"  # ONNX Runtime's own kernels, in lean graphs only
 Reference = Callable[[Feeds], Mapping[str, np.ndarray]]
 Graph = Callable[[dict[str, tf.Tensor], Any], dict[str, tf.Tensor]]
 WEIGHT = "attention_serve_weight_"
@@ -170,18 +171,20 @@ def _drop_unused_opsets(proto: onnx.ModelProto) -> None:
     proto.opset_import.extend(kept)
 
 
-def check_graph(proto: onnx.ModelProto, signature: Signature | None = None) -> None:
-    """``onnx.checker`` plus: standard op domains only, exactly the inputs and outputs the signature names.
+def check_graph(proto: onnx.ModelProto, signature: Signature | None = None, contrib: bool = False) -> None:
+    """``onnx.checker`` plus: standard op domains only (and ONNX Runtime's ``com.microsoft`` where ``contrib``: a
+    lean graph's fused kernels), exactly the inputs and outputs the signature names.
 
     Without a signature the graph must be what ``train`` has always written (a folder from before signatures).
     """
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(proto, full_check=not contrib)  # the checker cannot infer contrib ops' shapes
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the graph: {exc}") from exc
     domains = {op.domain for op in proto.opset_import} | {node.domain for node in proto.graph.node}
-    if not domains <= STANDARD_DOMAINS:
-        raise ExportError(f"non-standard op domains in the graph: {sorted(domains - STANDARD_DOMAINS)}")
+    allowed = STANDARD_DOMAINS | ({CONTRIB_DOMAIN} if contrib else set())
+    if not domains <= allowed:
+        raise ExportError(f"non-standard op domains in the graph: {sorted(domains - allowed)}")
     inputs = [value.name for value in proto.graph.input]
     outputs = [value.name for value in proto.graph.output]
     if signature is None:

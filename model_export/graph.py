@@ -34,12 +34,16 @@ class Imported:
 
 
 def forward(
-    imported: Imported, inputs: Mapping[str, tf.Tensor], weights: Sequence[tf.Tensor] | None = None
+    imported: Imported,
+    inputs: Mapping[str, tf.Tensor],
+    weights: Sequence[tf.Tensor] | None = None,
+    maps: bool = True,
 ) -> dict[str, tf.Tensor]:
     """The exported graph: the model run with its attention recorded, normalised to the signature's outputs.
 
     ``inputs``: the graph's inputs by name (the signature's); ``weights``: the model's variables as tensors, to run
-    it statelessly (how it is converted), or None to run it on its own variables.
+    it statelessly (how it is converted), or None to run it on its own variables; ``maps``: False for the lean
+    graph, which answers without the self-attention maps.
     """
     plan, layout, signature = imported.plan, imported.layout, imported.signature
     ids = inputs[signature.token_ids]
@@ -50,13 +54,13 @@ def forward(
     probabilities = tf.cast(outputs[plan.probabilities], tf.float32)
     result = {PROBABILITIES: tf.nn.softmax(probabilities, axis=-1) if plan.logits else probabilities}
     real = real_tokens(ids, mask, layout)
-    maps = [outputs[m.output] if m.output is not None else calls[m.call or 0].outputs[m.index] for m in plan.maps]
-    if maps:
-        result[SELF_ATTENTION] = stack_layers(maps)
+    layer_maps = [outputs[m.output] if m.output is not None else calls[m.call or 0].outputs[m.index] for m in plan.maps]
+    if layer_maps and maps:
+        result[SELF_ATTENTION] = stack_layers(layer_maps)
     if plan.pooling is not None:
         result[ATTENTION] = only_real(outputs[plan.pooling], real)
-    elif maps:
-        result[ATTENTION] = first_row(maps[-1], real) if plan.reads_first else received(maps[-1], real)
+    elif layer_maps:
+        result[ATTENTION] = first_row(layer_maps[-1], real) if plan.reads_first else received(layer_maps[-1], real)
     return result
 
 

@@ -27,6 +27,7 @@ from model_export.data import Dataset, load_file
 from model_export.export import OPSET, ExportError, Parity, check_graph, convert, graph_io, verify_parity
 from model_export.graph import Imported, forward, reference, softmax
 from model_export.inspection import Plan, inspect_model
+from model_export.lean import build_lean
 from model_export.loading import ImportFailure, load_source, run_custom_objects
 from model_export.padding import choose_layout
 from model_export.pipeline import exporter_versions
@@ -80,17 +81,24 @@ def run_import(request: ImportRequest) -> Path:
     onnx_bytes, io = proto.SerializeToString(), graph_io(proto)
     del proto  # the graph is held once, as bytes, from here on
     rows, truth = _labelled_rows(imported, request, dataset)
-    parity = verify_parity(lambda call: reference(imported, call), onnx_bytes, _parity_cases(imported, request, rows))
+    cases = _parity_cases(imported, request, rows)
+    parity = verify_parity(lambda call: reference(imported, call), onnx_bytes, cases)
     if imported.source.text_vectorization is not None:
         parity = _text_parity(imported, onnx_bytes, parity)
+    lean = build_lean(imported, onnx_bytes, cases)
     calls, order = feeds.batches(rows, imported.signature) if rows else (_random(imported, request), None)
     fp32 = feeds.predict(onnx_bytes, calls, order) if truth is not None and order is not None else None
     metrics = _metrics(truth, fp32)
     variant_files, variant_info = variants.build_variants(
-        onnx_bytes, request.variants, calls, truth, order, reference=fp32
+        onnx_bytes, request.variants, calls, truth, order, reference=fp32, lean=lean.onnx_bytes
     )
     files = {artifact.MODEL_FILE: onnx_bytes, artifact.TOKENIZER_FILE: imported.text.data, **variant_files}
+    if lean.onnx_bytes is not None:
+        files[artifact.LEAN_FILE] = lean.onnx_bytes
     metadata = _metadata(request, imported, io, parity, metrics, variant_info, dataset)
+    metadata["lean"] = lean.describe()
+    if lean.onnx_bytes is not None:
+        metadata["files"]["lean"] = artifact.LEAN_FILE
     metadata["export_seconds"] = round(time.monotonic() - started, 1)
     folder = artifact.write_version(request.repository, request.name, files, metadata)
     log.info("imported %s as %s in %.0f s", request.model, folder, time.monotonic() - started)

@@ -33,6 +33,8 @@ class MapRef:
     output: int | None = None
     call: int | None = None
     index: int = 0
+    layer: keras.layers.Layer | None = None  # the recorded call's layer, and which of its calls (0: the first)
+    ordinal: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,8 @@ def _ref(probes: Sequence[Probe], number: int, index: int) -> MapRef:
     shape = np.shape(call.outputs[index])
     earlier = sum(1 for c in probes[0].calls[:number] if c.layer is call.layer)
     name = call.layer.name if not earlier else f"{call.layer.name}#{earlier + 1}"
-    return MapRef(name, 1 if len(shape) == 3 else int(shape[1]), call=number, index=index)
+    heads = 1 if len(shape) == 3 else int(shape[1])
+    return MapRef(name, heads, call=number, index=index, layer=call.layer, ordinal=earlier)
 
 
 def _layer_names(maps: Sequence[MapRef]) -> list[MapRef]:
@@ -246,13 +249,11 @@ def _reads_first(source: Source, probes: Sequence[Probe], maps: Sequence[MapRef]
     """Whether the prediction reads only the first position (``[CLS]``, ``<s>``) after the last attention layer:
     changing that layer's output everywhere else leaves it as it was."""
     last = maps[-1] if maps else None
-    if last is None or last.call is None:
+    if last is None or last.layer is None:
         return False
     probe = probes[-1]
-    layer = probe.calls[last.call].layer
-    ordinal = sum(1 for call in probe.calls[: last.call] if call.layer is layer)
     mask = np.ones_like(probe.ids)
-    with disturbing(layer, ordinal) as done:
+    with disturbing(last.layer, last.ordinal) as done:
         changed = np.asarray(source.call(probe.ids, mask)[probabilities])
     return done[0] and bool(np.max(np.abs(changed - probe.outputs[probabilities])) <= READ_TOLERANCE)
 

@@ -15,11 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_format.signature import PROBABILITIES, Signature, SignatureError, check_graph, read_signature
+from model_format.signature import (
+    LAYOUT_RANKS,
+    PROBABILITIES,
+    SELF_ATTENTION,
+    Signature,
+    SignatureError,
+    check_graph,
+    read_signature,
+)
 from model_format.text import TextTokenizer
 
 METADATA_FILE = "model.json"
 MODEL_FILE = "model.onnx"
+LEAN_FILE = "model.lean.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 
@@ -42,10 +51,24 @@ class ModelSpec:
     variant: str
     signature: Signature
     document: dict[str, Any]
+    lean_file: str | None = None  # the chosen variant's lean graph (answers only, fused kernels), if it has one
 
     @property
     def pad_id(self) -> int:
         return self.signature.pad_id
+
+    @property
+    def layers_heads(self) -> tuple[int, int] | None:
+        """Self-attention's layers and heads as model.json declares its output (-1 where dynamic); None without."""
+        name = self.signature.outputs.get(SELF_ATTENTION)
+        declared = next((t for t in self.document.get("outputs", []) if t.get("name") == name), None)
+        if name is None or declared is None:
+            return None
+        shape = [d if isinstance(d, int) else -1 for d in declared.get("shape", [])]
+        layout = self.signature.self_attention_layout
+        if len(shape) != LAYOUT_RANKS[layout]:
+            return None
+        return (shape[1], shape[2]) if layout == "BLHTT" else (1, shape[1]) if layout == "BHTT" else (1, 1)
 
 
 def read_document(folder: Path) -> dict[str, Any]:
@@ -81,17 +104,20 @@ def read_spec(document: dict[str, Any], name: str, version: int, variant: str = 
         raise FormatError(f"model.json: {exc}") from exc
     if signature.fixed_length is not None and max_length > signature.fixed_length:
         raise FormatError("model.json: max_sequence_length exceeds the signature's fixed_length")
-    chosen = "fp32"
+    chosen, lean_file = "fp32", files.get("lean")
     variant_entry = document.get("variants", {}).get(variant) if variant != "fp32" else None
     if isinstance(variant_entry, dict) and "file" in variant_entry:
         model_file, chosen = str(variant_entry["file"]), variant
-    for filename in (model_file, str(files.get("tokenizer", TOKENIZER_FILE))):
+        lean_entry = variant_entry.get("lean")
+        lean_file = lean_entry.get("file") if isinstance(lean_entry, dict) else None
+    tokenizer_file = str(files.get("tokenizer", TOKENIZER_FILE))
+    for filename in (model_file, tokenizer_file, *([str(lean_file)] if lean_file is not None else [])):
         if not _plain_name(filename):
             raise FormatError(f"model.json: {filename[:40]!r} is not a file name of the folder")
-    tokenizer_file = str(files.get("tokenizer", TOKENIZER_FILE))
     return ModelSpec(
-        name, version, labels, max_length, vocab_size, model_file, tokenizer_file, chosen, signature, document
-    )
+        name, version, labels, max_length, vocab_size, model_file, tokenizer_file, chosen, signature, document,
+        str(lean_file) if lean_file is not None else None,
+    )  # fmt: skip
 
 
 def sha256_of(path: Path) -> str:
@@ -116,6 +142,15 @@ def check_hashes(folder: Path, document: Mapping[str, Any], files: tuple[str, ..
             raise FormatError(f"{filename} is unreadable: {type(exc).__name__}") from exc
         if digest != hashes[filename]:
             raise FormatError(f"{filename} does not match the SHA-256 in model.json")
+
+
+def check_lean(spec: ModelSpec, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> None:
+    """A lean graph: the explaining graph's inputs, and some of its outputs (probabilities among them), same types."""
+    declared = {t["name"]: t["dtype"] for t in [*spec.document.get("inputs", []), *spec.document.get("outputs", [])]}
+    wrong = {name: dtype for name, dtype in {**inputs, **outputs}.items() if declared.get(name) != dtype}
+    expected = sorted(spec.signature.input_names)
+    if wrong or sorted(inputs) != expected or spec.signature.outputs[PROBABILITIES] not in outputs:
+        raise FormatError(f"the lean graph's tensors {dict(inputs) | dict(outputs)} do not fit model.json")
 
 
 def check_tensors(

@@ -132,7 +132,7 @@ def describe(served: ServedVersion) -> ModelDescription:
         Tensor("tokens", "string", (-1, -1)),
         Tensor("offsets", "int32", (-1, -1, 3 if signature.pairs else 2)),
     ]
-    layers_heads = model.layers_heads
+    layers_heads = spec.layers_heads
     if layers_heads is not None:
         outputs += [
             Tensor(SELF_ATTENTION, "float32", (-1, *layers_heads, -1, -1)),

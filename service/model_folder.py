@@ -6,6 +6,7 @@ Everything here is blocking (file reads, hashing, session creation, warm-up) and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from model_format.document import (
     FormatError,
     ModelSpec,
     check_hashes,
+    check_lean,
     check_tensors,
     load_tokenizer,
     read_document,
@@ -21,8 +23,10 @@ from model_format.document import (
 from model_format.text import TextTokenizer
 from service.providers import RuntimeLoadError
 from service.runtime import OnnxModel, RuntimeOptions
+from service.sessions import Session
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+WARM_LENGTH = 64  # warm-up runs short sequences: a long one's buffers would stay in the memory arena for good
 
 
 class ModelFolderError(RuntimeError):
@@ -48,9 +52,30 @@ def fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
         return ()
 
 
-def _check_signature(model: OnnxModel, spec: ModelSpec) -> None:
-    dtypes = {t.name: t.dtype for t in [*model.inputs, *model.outputs]}
-    check_tensors(spec, {t.name: t.dtype for t in model.inputs}, {t.name: t.shape for t in model.outputs}, dtypes)
+def _explaining_check(spec: ModelSpec) -> Callable[[Session], None]:
+    """The explaining graph, when it opens, is what model.json declares (its tensors, the signature's roles)."""
+
+    def check(session: Session) -> None:
+        dtypes = {t.name: t.dtype for t in [*session.inputs, *session.outputs]}
+        inputs, outputs = {t.name: t.dtype for t in session.inputs}, {t.name: t.shape for t in session.outputs}
+        try:
+            check_tensors(spec, inputs, outputs, dtypes)
+        except FormatError as exc:
+            raise RuntimeLoadError(str(exc)) from exc
+
+    return check
+
+
+def _open(folder: Path, spec: ModelSpec, options: RuntimeOptions, warm_batch: int) -> OnnxModel:
+    """The version's graphs: the lean one checked now; the explaining one now if there is no lean one, else when
+    a request first needs it."""
+    lean = folder / spec.lean_file if spec.lean_file else None
+    max_shape = (warm_batch, spec.max_length)
+    model = OnnxModel(folder / spec.model_file, options, max_shape, spec.signature, lean, _explaining_check(spec))
+    if model.lean is not None:
+        inputs = {t.name: t.dtype for t in model.lean.inputs}
+        check_lean(spec, inputs, {t.name: t.dtype for t in model.lean.outputs})
+    return model
 
 
 def load_folder(
@@ -59,14 +84,14 @@ def load_folder(
     """Read, verify, open and warm one version; raise ``ModelFolderError`` with a safe reason."""
     try:
         spec = read_spec(read_document(folder), name, version, variant)
-        check_hashes(folder, spec.document, (spec.model_file, spec.tokenizer_file))
-        model = OnnxModel(folder / spec.model_file, options, (warm_batch, spec.max_length), spec.signature)
-        _check_signature(model, spec)
+        lean = (spec.lean_file,) if spec.lean_file else ()
+        check_hashes(folder, spec.document, (spec.model_file, spec.tokenizer_file, *lean))
+        model = _open(folder, spec, options, warm_batch)
         tokenizer = load_tokenizer(folder, spec, model.id_dtype)
     except (FormatError, RuntimeLoadError) as exc:
         raise ModelFolderError(str(exc)) from exc
     fixed = spec.signature.fixed_length
-    lengths = [fixed] if fixed is not None else sorted({1, min(16, spec.max_length), spec.max_length})
+    lengths = [fixed] if fixed is not None else sorted({1, min(16, spec.max_length), min(WARM_LENGTH, spec.max_length)})
     try:
         model.warm_up(warm_batch, lengths)
     except Exception as exc:

@@ -1,9 +1,12 @@
-"""ONNX Runtime sessions: session options, IO binding. Numpy in, numpy out.
+"""The model contract of the service: a version's graphs behind one ``predict``. Numpy in, numpy out.
 
-This is the model contract of the service: ``OnnxModel(path, options, max_shape, signature)``,
-``predict(ids, mask, roles)`` keyed by the signature's roles (``probabilities``, ``attention``,
-``self_attention``; whatever the graph calls them), and the graph's tensors. It knows nothing of HTTP, requests
-or batching.
+``OnnxModel(path, options, max_shape, signature, lean=...)``: the explaining graph (every output the signature
+names, self-attention maps included) and, where the version has one, its lean twin (probabilities and per-token
+attention only, ONNX Runtime's fused kernels). ``predict(ids, mask, roles, segments)`` runs the lean graph when it
+gives every role asked for, the explaining one otherwise; the explaining graph of a version with a lean one is opened
+on the first request that needs it (the explanation on demand), so an idle worker holds one graph. Roles are the
+signature's (``probabilities``, ``attention``, ``self_attention``; whatever the graph calls them). It knows nothing
+of HTTP, requests or batching.
 """
 
 from __future__ import annotations
@@ -12,36 +15,20 @@ import ctypes
 import functools
 import gc
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from model_format.signature import Signature, legacy_signature
-from service.providers import (
-    CPU_PROVIDER,
-    RuntimeLoadError,
-    check_fallback,
-    choose_providers,
-    preload_gpu_libraries,
-    provider_options,
-)
+from model_format.signature import SELF_ATTENTION, Signature, legacy_signature
+from service.providers import RuntimeLoadError
+from service.sessions import SHRINK_AFTER_ELEMENTS, RuntimeOptions, Session, TensorSpec
 
 log = logging.getLogger(__name__)
-
-OPTIMIZATION_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-NUMPY_TYPES: dict[str, np.dtype[np.integer]] = {
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int64)": np.dtype(np.int64),
-}
-TYPE_NAMES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float)": "float32"}
+__all__ = ["OnnxModel", "RuntimeLoadError", "RuntimeOptions", "TensorSpec", "release_memory"]
+NUMPY_TYPES: dict[str, np.dtype[np.integer]] = {"int32": np.dtype(np.int32), "int64": np.dtype(np.int64)}
 
 
 def release_memory() -> None:
@@ -63,43 +50,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Session settings; ``providers`` None means the best available."""
-
-    providers: tuple[str, ...] | None = None
-    intra_op_threads: int = 0
-    inter_op_threads: int = 1
-    optimization_level: str = "all"
-    io_binding: bool = True
-    cache_dir: Path | None = None
-    require_provider: bool = False
-    allow_spinning: bool = False
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A graph input or output; ``shape`` holds -1 for dynamic axes."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-
-def _spec(node: ort.NodeArg) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
-    return TensorSpec(node.name, TYPE_NAMES.get(node.type, node.type), shape)
-
-
-def _open(
-    path: Path, options: ort.SessionOptions, providers: list[str], settings: list[dict[str, str]]
-) -> ort.InferenceSession:
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers, provider_options=settings)
-    except Exception as exc:  # ORT raises several unrelated types for an unreadable graph
-        raise RuntimeLoadError(f"ONNX Runtime could not load the graph: {type(exc).__name__}") from exc
-
-
 def to_layers_heads(array: np.ndarray, layout: str) -> np.ndarray:
     """Self-attention in the service's one layout, ``[batch, layers, heads, T, T]``, from the graph's."""
     if layout == "BHTT":
@@ -109,20 +59,8 @@ def to_layers_heads(array: np.ndarray, layout: str) -> np.ndarray:
     return array
 
 
-def _session_options(options: RuntimeOptions) -> ort.SessionOptions:
-    session_options = ort.SessionOptions()
-    session_options.graph_optimization_level = OPTIMIZATION_LEVELS[options.optimization_level]
-    session_options.intra_op_num_threads = options.intra_op_threads
-    session_options.inter_op_num_threads = options.inter_op_threads
-    session_options.log_severity_level = 3
-    spin = "1" if options.allow_spinning else "0"
-    session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    session_options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    return session_options
-
-
 class OnnxModel:
-    """One ONNX Runtime session over one graph file, fed and read through the model's signature."""
+    """A version's graphs, fed and read through the model's signature."""
 
     def __init__(
         self,
@@ -130,45 +68,70 @@ class OnnxModel:
         options: RuntimeOptions,
         max_shape: tuple[int, int] = (32, 128),
         signature: Signature | None = None,
+        lean: Path | None = None,
+        check: Callable[[Session], None] | None = None,
     ) -> None:
-        requested = choose_providers(options.providers, ort.get_available_providers())
-        preload_gpu_libraries(requested)
-        inputs = self._input_names(signature)
-        settings = provider_options(requested, options.cache_dir, max_shape, inputs)
-        self.session = _open(path, _session_options(options), requested, settings)
-        self.providers: list[str] = list(self.session.get_providers())
-        check_fallback(requested[0], self.providers[0], options.require_provider)
-        self.inputs = [_spec(node) for node in self.session.get_inputs()]
-        self.outputs = [_spec(node) for node in self.session.get_outputs()]
-        self.signature = signature or legacy_signature([o.name for o in self.outputs])
-        types = {node.name: node.type for node in self.session.get_inputs()}
-        self.id_dtype: np.dtype[np.integer] = NUMPY_TYPES.get(
-            types.get(self.signature.token_ids, ""), np.dtype(np.int64)
-        )
-        self.use_binding = options.io_binding and self.providers[0] != CPU_PROVIDER
-
-    @staticmethod
-    def _input_names(signature: Signature | None) -> list[str]:
-        return (signature or legacy_signature(())).input_names
-
-    @property
-    def layers_heads(self) -> tuple[int, int] | None:
-        """Self-attention's layers and heads (-1 where the graph leaves them dynamic); None without it."""
-        name = self.signature.outputs.get("self_attention")
-        shape = next((o.shape for o in self.outputs if o.name == name), None)
-        if shape is None:
-            return None
-        layout = self.signature.self_attention_layout
-        return (shape[1], shape[2]) if layout == "BLHTT" else (1, shape[1]) if layout == "BHTT" else (1, 1)
+        """``check`` is called with the explaining graph's session when it opens (now, or on first use)."""
+        self.signature = signature or legacy_signature(())
+        self._path, self._options, self._max_shape, self._check = path, options, max_shape, check
+        self._lock = threading.Lock()
+        self._explaining: Session | None = None
+        self._maps_per_cell = 1  # layers × heads of the self-attention output, read when the graph opens
+        first = Session(lean or path, options, max_shape, self.signature.input_names)
+        self.lean: Session | None = first if lean is not None else None
+        if lean is None:
+            if signature is None:  # a folder from before signatures: its graph says whether it has self_attention
+                self.signature = legacy_signature([o.name for o in first.outputs])
+            self._opened(first)
+        self.providers = first.providers
+        self.inputs: list[TensorSpec] = first.inputs
+        self.lean_outputs = frozenset(o.name for o in first.outputs) if lean is not None else frozenset()
+        ids_type = next((t.dtype for t in first.inputs if t.name == self.signature.token_ids), "int64")
+        self.id_dtype: np.dtype[np.integer] = NUMPY_TYPES.get(ids_type, np.dtype(np.int64))
+        self.per_token_s = 0.0  # seconds of compute per token, measured by warm_up: the cost of a batch, estimated
 
     @property
     def device(self) -> str:
-        return "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
+        return "cpu" if self.providers[0] == "CPUExecutionProvider" else "cuda"
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The tensors of the first graph opened (the lean one where the version has it)."""
+        first = self.lean or self._explaining
+        assert first is not None
+        return first.outputs
+
+    @property
+    def explaining_loaded(self) -> bool:
+        return self._explaining is not None
+
+    def explaining(self) -> Session:
+        """The explaining graph, opened now if it was not yet (once, whichever thread asks first)."""
+        if self._explaining is None:
+            with self._lock:
+                if self._explaining is None:
+                    started = time.monotonic()
+                    self._opened(Session(self._path, self._options, self._max_shape, self.signature.input_names))
+                    log.info("explaining graph opened in %.1f s", time.monotonic() - started)
+        assert self._explaining is not None
+        return self._explaining
+
+    def _opened(self, session: Session) -> None:
+        if self._check is not None:
+            self._check(session)
+        name = self.signature.outputs.get(SELF_ATTENTION)
+        shape = next((o.shape for o in session.outputs if o.name == name), ())
+        self._maps_per_cell = int(np.prod([d for d in shape[1:-2] if d > 0])) if shape else 1
+        self._explaining = session
+
+    def answers(self, roles: Sequence[str]) -> bool:
+        """Whether the lean graph gives every role in ``roles``."""
+        return self.lean is not None and all(self.signature.outputs[r] in self.lean_outputs for r in roles)
 
     def predict(
         self, ids: np.ndarray, mask: np.ndarray, roles: Sequence[str], segments: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Run the graph on padded ``ids``, ``mask`` and ``segments`` (batch, seq); return the outputs of ``roles``.
+        """Run a graph on padded ``ids``, ``mask`` and ``segments`` (batch, seq); return the outputs of ``roles``.
 
         A graph without a mask input gets only the ids; one with a segment input gets ``segments`` (all 0 if None);
         self-attention comes back as ``[batch, L, H, T, T]``.
@@ -180,27 +143,26 @@ class OnnxModel:
         if signature.segments is not None:
             given = np.zeros_like(ids) if segments is None else segments
             feed[signature.segments] = given.astype(self.id_dtype, copy=False)
+        session = self.lean if self.lean is not None and self.answers(roles) else self.explaining()
         names = [signature.outputs[role] for role in roles]
-        arrays = self._predict_bound(feed, names) if self.use_binding else self.session.run(names, feed)
-        found = dict(zip(roles, arrays, strict=True))
-        if "self_attention" in found:
-            found["self_attention"] = to_layers_heads(found["self_attention"], signature.self_attention_layout)
+        large = SELF_ATTENTION in roles and ids.size * ids.shape[1] * self._maps_per_cell > SHRINK_AFTER_ELEMENTS
+        found = dict(zip(roles, session.run(names, feed, large), strict=True))
+        if SELF_ATTENTION in found:
+            found[SELF_ATTENTION] = to_layers_heads(found[SELF_ATTENTION], signature.self_attention_layout)
         return found
 
-    def _predict_bound(self, feed: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
-        """Copy inputs to the device once and let ORT allocate outputs there, then fetch them together."""
-        binding = self.session.io_binding()
-        for name, array in feed.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, 0))
-        for name in outputs:
-            binding.bind_output(name, self.device)
-        self.session.run_with_iobinding(binding)
-        return list(binding.copy_outputs_to_cpu())
-
     def warm_up(self, max_batch: int, lengths: Sequence[int]) -> None:
-        """Run each shape once with every output, so the first real request pays no first-run cost."""
-        roles = list(self.signature.outputs)
-        for batch in sorted({1, max_batch}):
-            for length in lengths:
-                ids = np.ones((batch, length), dtype=self.id_dtype)
-                self.predict(ids, np.ones_like(ids), roles)
+        """Run the first graph once per small shape with the outputs it gives, so the first real request pays no
+        first-run cost, and measure its compute per token. Not the largest explanation: that shape would be kept
+        by the memory arena for good."""
+        roles = [r for r in self.signature.outputs if r != SELF_ATTENTION or self.lean is None]
+        roles = [r for r in roles if self.lean is None or self.answers([r])]
+        shapes = sorted({(batch, length) for batch in (1, min(max_batch, 4)) for length in lengths})
+        for batch, length in shapes:
+            ids = np.ones((batch, length), dtype=self.id_dtype)
+            self.predict(ids, np.ones_like(ids), roles)
+        batch, length = shapes[-1]
+        ids = np.ones((batch, length), dtype=self.id_dtype)
+        started = time.perf_counter()
+        self.predict(ids, np.ones_like(ids), roles)
+        self.per_token_s = (time.perf_counter() - started) / ids.size

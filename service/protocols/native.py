@@ -231,7 +231,7 @@ def version_status(state: AppStateDep, name: str, version: int | None) -> dict[s
 def attention_summary(served: ServedVersion) -> dict[str, Any]:
     """What attention a version gives, from its signature: for the page's shading choices and layer picker."""
     signature = served.folder.spec.signature
-    layers_heads = served.folder.model.layers_heads
+    layers_heads = served.folder.spec.layers_heads
     return {
         "outputs": sorted(available_outputs(served)),
         "source": signature.attention_source,
