@@ -56,6 +56,7 @@ def build_state(settings: Settings) -> AppState:
             cache_dir=settings.cache_dir,
             require_provider=settings.require_provider,
             allow_spinning=settings.allow_spinning,
+            memory_arena=settings.memory_arena,
         ),
         BatchPolicy(
             max_batch_size=settings.max_batch_size,
@@ -65,8 +66,11 @@ def build_state(settings: Settings) -> AppState:
             length_buckets=tuple(sorted(settings.length_buckets)),
             split_min=settings.batch_split_min,
             inline_lone=settings.lone_batch_inline,
+            max_batch_tokens=settings.max_batch_tokens,
+            inline_max_s=settings.inline_max_ms / 1000.0,
         ),
         lambda name, version, stats: metrics.observe_batch(name, str(version), stats),
+        explain_batch_bytes=settings.explain_batch_mb << 20,
     )
     dataplane = DataPlane(
         repository, Limits(settings.max_instances, settings.max_text_chars, settings.request_timeout_s)

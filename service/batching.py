@@ -9,6 +9,10 @@ a batch is drawn from the bucket of the oldest sequence, so short ones do not pa
 A model whose answers change when it is padded (no mask: ``PadRule.paddable`` False) never sees padding: its
 batch is run as one call per distinct length. A graph of fixed length (``PadRule.width``) is always padded to it.
 
+Which queued sequences form a batch — bounded by sequences, padded tokens and (with maps) attention cells, of one
+kind, ordinary before bulk — is ``service.forming``'s. A batch may run on the event loop's own thread only when it
+is alone and cheap: no maps, and its tokens × the compute per token measured at warm-up within ``inline_max_s``.
+
 Within a batch, ``split_min`` > 0 sorts the sequences by length and runs them as ``len // split_min`` ONNX Runtime
 calls of neighbouring lengths: each call is padded only to its own longest sequence. On a CPU this cut the
 model's time per sequence by 15-30% for batches of 12-32 mixed-length texts (bench/README.md); a GPU prefers one
@@ -18,21 +22,19 @@ large call, so the repository turns it off there.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+from service.forming import Item, Limits, Queues, Row
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, np.ndarray]
 # (ids, mask, the outputs wanted, segment ids or None) → outputs by name, each [batch, ...]
 RunBatch = Callable[[np.ndarray, np.ndarray, Sequence[str], np.ndarray | None], dict[str, np.ndarray]]
 
@@ -46,6 +48,13 @@ class BatchPolicy:
     length_buckets: tuple[int, ...] = ()
     split_min: int = 0
     inline_lone: bool = False
+    max_batch_tokens: int = 0  # 0: sequences alone bound a batch
+    max_explain_cells: int = 0
+    inline_max_s: float = 0.002
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_batch_size, self.max_batch_tokens, self.max_explain_cells)
 
 
 @dataclass(frozen=True)
@@ -68,17 +77,6 @@ class BatchStats:
     queue_s: tuple[float, ...]
     compute_s: float
     failed: bool
-
-
-@dataclass(eq=False)
-class _Item:
-    ids: np.ndarray
-    segments: np.ndarray | None
-    explain: bool
-    future: asyncio.Future[Row]
-    alone: bool
-    enqueued: float = field(default_factory=time.monotonic)
-    timer: asyncio.TimerHandle | None = None
 
 
 def split_by_length(lengths: Sequence[int], split_min: int) -> list[list[int]]:
@@ -129,12 +127,14 @@ class Batcher:
         outputs: Sequence[str],
         explain_outputs: Sequence[str] = (),
         observe: Callable[[BatchStats], None] | None = None,
+        per_token_s: float = 0.0,
     ) -> None:
+        """``per_token_s``: the model's compute per token, to tell a cheap batch (run inline) from a long one."""
         self._run, self.policy, self.padding = run, policy, padding
         self._outputs, self._explain_outputs = tuple(outputs), tuple(explain_outputs)
         self._observe = observe or (lambda stats: None)
-        self._queues: list[deque[_Item]] = [deque() for _ in range(len(policy.length_buckets) + 1)]
-        self._depth = 0
+        self._per_token_s = per_token_s
+        self._queues = Queues(policy.length_buckets)
         self._closed = False
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(policy.batches_in_flight)
@@ -145,7 +145,11 @@ class Batcher:
     @property
     def depth(self) -> int:
         """Sequences queued and not yet taken into a batch."""
-        return self._depth
+        return self._queues.depth
+
+    @property
+    def _depth(self) -> int:
+        return self._queues.depth
 
     def check_room(self, count: int) -> None:
         """Raise at once (Unavailable, Overloaded) if ``count`` more sequences could not be queued now."""
@@ -161,22 +165,23 @@ class Batcher:
         deadline: float,
         alone: bool = False,
         segments: Sequence[np.ndarray | None] | None = None,
+        bulk: bool = False,
     ) -> list[asyncio.Future[Row]]:
         """Queue every row or none of them; each future resolves to that row's outputs (still padded).
 
         ``alone``: the caller knows of no other request in progress, so the rows may run on the loop's thread
         (with ``inline_lone``) if nothing else is queued or running when their batch starts. ``segments``: each
-        row's segment ids, for a model that takes them (None: all 0).
+        row's segment ids, for a model that takes them (None: all 0). ``bulk``: rows that must not hold ordinary
+        requests back (an occlusion's variants): they fill the room ordinary rows leave.
         """
         self.check_room(len(rows))
         loop = asyncio.get_running_loop()
         futures = []
         for index, ids in enumerate(rows):
-            item = _Item(ids, segments[index] if segments else None, explain, loop.create_future(), alone)
+            item = Item(ids, segments[index] if segments else None, explain, loop.create_future(), alone, bulk)
             item.timer = loop.call_at(loop.time() + max(deadline - time.monotonic(), 0.0), self._expire, item)
-            self._queues[bisect.bisect_left(self.policy.length_buckets, len(ids))].append(item)
+            self._queues.push(item)
             futures.append(item.future)
-        self._depth += len(rows)
         self._arrived.set()
         return futures
 
@@ -190,7 +195,7 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     @staticmethod
-    def _expire(item: _Item) -> None:
+    def _expire(item: Item) -> None:
         # Still queued at its deadline: answer now; the batch builder skips finished futures.
         if not item.future.done():
             item.future.set_exception(DeadlineExceeded("the request's deadline passed before it could run"))
@@ -205,12 +210,11 @@ class Batcher:
                 continue
             await self._slots.acquire()
             await self._fill_window()
-            batch = self._take()
+            batch = self._queues.take(self.policy.limits)
             if not batch:
                 self._slots.release()
                 continue
-            inline = self.policy.inline_lone and not self._running and self._depth == 0 and all(i.alone for i in batch)
-            task = asyncio.get_running_loop().create_task(self._execute(batch, inline))
+            task = asyncio.get_running_loop().create_task(self._execute(batch, self._inline(batch)))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -218,7 +222,7 @@ class Batcher:
         """With a queue delay set, wait until the batch is full or the oldest item has waited that long."""
         delay = self.policy.max_queue_delay_s
         while delay > 0 and not self._closed and self._depth < self.policy.max_batch_size:
-            oldest = min((q[0].enqueued for q in self._queues if q), default=None)
+            oldest = self._queues.oldest()
             remaining = (oldest or 0.0) + delay - time.monotonic()
             if oldest is None or remaining <= 0:
                 return
@@ -228,27 +232,15 @@ class Batcher:
             except TimeoutError:
                 return
 
-    def _take(self) -> list[_Item]:
-        """Up to a full batch from the bucket holding the oldest live item, skipping finished futures."""
-        for queue in self._queues:
-            while queue and queue[0].future.done():
-                queue.popleft()
-                self._depth -= 1
-        live = [q for q in self._queues if q]
-        if not live:
-            return []
-        queue = min(live, key=lambda q: q[0].enqueued)
-        batch: list[_Item] = []
-        while queue and len(batch) < self.policy.max_batch_size:
-            item = queue.popleft()
-            self._depth -= 1
-            if not item.future.done():
-                if item.timer is not None:
-                    item.timer.cancel()
-                batch.append(item)
-        return batch
+    def _inline(self, batch: list[Item]) -> bool:
+        """Run on the loop's thread: a lone batch (nothing else queued or running, no other request in progress)
+        without maps whose compute, by the measured cost per token, stays under ``inline_max_s``."""
+        if not self.policy.inline_lone or self._running or self._depth or not all(i.alone for i in batch):
+            return False
+        tokens = len(batch) * max(len(item.ids) for item in batch)
+        return not any(item.explain for item in batch) and tokens * self._per_token_s <= self.policy.inline_max_s
 
-    async def _execute(self, batch: list[_Item], inline: bool) -> None:
+    async def _execute(self, batch: list[Item], inline: bool) -> None:
         """Run one batch off the event loop, or, when it is ``inline`` (alone), on the loop's own thread."""
         started = time.monotonic()
         outputs = self._outputs + (self._explain_outputs if any(item.explain for item in batch) else ())
@@ -277,7 +269,7 @@ class Batcher:
             )
         )
 
-    def _pad_and_run(self, batch: list[_Item], outputs: Sequence[str]) -> tuple[list[Row], int]:
+    def _pad_and_run(self, batch: list[Item], outputs: Sequence[str]) -> tuple[list[Row], int]:
         """Each row's outputs (padded to its call's width), in order, and the widest call's width."""
         answers: list[Row] = [{} for _ in batch]
         width, lengths, rule = 0, [len(item.ids) for item in batch], self.padding

@@ -26,6 +26,7 @@ from service.runtime import OnnxModel, RuntimeOptions
 from service.sessions import Session
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TOKEN_BUDGET = 225_000  # padded tokens per batch × the model's parameters in millions
 WARM_LENGTH = 64  # warm-up runs short sequences: a long one's buffers would stay in the memory arena for good
 
 
@@ -38,6 +39,20 @@ class LoadedFolder:
     spec: ModelSpec
     model: OnnxModel
     tokenizer: TextTokenizer
+    parameters: int = 0  # the FP32 graph's size in float32 values: how large the model is
+
+    def default_batch_tokens(self, max_batch_size: int) -> int:
+        """Padded tokens per batch when the setting leaves it to the model: a budget that shrinks as the model grows
+        (about 2,048 for BERT-base), never under one longest sequence nor over a full batch of them."""
+        length = self.spec.max_length
+        budget = int(TOKEN_BUDGET / max(self.parameters / 1e6, 1e-3))
+        return max(length, min(budget, max_batch_size * length))
+
+    def default_explain_cells(self, budget_bytes: int) -> int:
+        """Sequences × longest² per batch with maps, so that one batch's maps stay within ``budget_bytes``."""
+        layers, heads = self.spec.layers_heads or (1, 1)
+        per_cell = 4 * max(layers, 1) * max(heads, 1)
+        return max(self.spec.max_length**2, budget_bytes // per_cell)
 
 
 def valid_name(name: str) -> bool:
@@ -96,4 +111,5 @@ def load_folder(
         model.warm_up(warm_batch, lengths)
     except Exception as exc:
         raise ModelFolderError(f"warm-up inference failed: {type(exc).__name__}") from exc
-    return LoadedFolder(spec, model, tokenizer)
+    parameters = (folder / str(spec.document["files"]["model"])).stat().st_size // 4
+    return LoadedFolder(spec, model, tokenizer, parameters)

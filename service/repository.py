@@ -75,9 +75,15 @@ Observer = Callable[[str, int, BatchStats], None]
 
 class ModelRepository:
     def __init__(
-        self, config: RepositoryConfig, runtime: RuntimeOptions, policy: BatchPolicy, observe: Observer
+        self,
+        config: RepositoryConfig,
+        runtime: RuntimeOptions,
+        policy: BatchPolicy,
+        observe: Observer,
+        explain_batch_bytes: int = 256 << 20,
     ) -> None:
         self.config, self.runtime, self.policy, self._observe = config, runtime, policy, observe
+        self.explain_batch_bytes = explain_batch_bytes
         self._serving: dict[str, dict[int, ServedVersion]] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._expected: set[str] = set(config.models or ())
@@ -267,12 +273,11 @@ class ModelRepository:
         spec, signature = loaded.spec, loaded.spec.signature
         core = [role for role in ("probabilities", "attention") if signature.has(role)]
         explain = ["self_attention"] if signature.has("self_attention") else []
-        # A GPU runs one large call faster than several smaller ones with less padding.
-        policy = self.policy if loaded.model.device == "cpu" else dataclasses.replace(self.policy, split_min=0)
+        policy = self._policy_for(loaded)
         padding = PadRule(signature.pad_id, signature.paddable, signature.fixed_length, signature.segments is not None)
         batcher = Batcher(
             loaded.model.predict, policy, padding, core, explain,
-            lambda stats: self._observe(spec.name, spec.version, stats),
+            lambda stats: self._observe(spec.name, spec.version, stats), loaded.model.per_token_s,
         )  # fmt: skip
         versions = dict(self._serving.get(spec.name, {}))
         versions[spec.version] = ServedVersion(loaded, batcher)
@@ -282,6 +287,15 @@ class ModelRepository:
             "model %s version %s serving (variant %s, providers %s)",
             spec.name, spec.version, spec.variant, ",".join(loaded.model.providers),
         )  # fmt: skip
+
+    def _policy_for(self, loaded: LoadedFolder) -> BatchPolicy:
+        """The batching policy of one version: the settings', with the bounds they leave to the model filled in. A
+        GPU runs one large call faster than several smaller ones with less padding: no splitting there."""
+        policy = self.policy
+        tokens = policy.max_batch_tokens or loaded.default_batch_tokens(policy.max_batch_size)
+        cells = policy.max_explain_cells or loaded.default_explain_cells(self.explain_batch_bytes)
+        split = policy.split_min if loaded.model.device == "cpu" else 0
+        return dataclasses.replace(policy, max_batch_tokens=tokens, max_explain_cells=cells, split_min=split)
 
     async def _unload(self, name: str, version: int) -> None:
         versions = dict(self._serving.get(name, {}))

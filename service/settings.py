@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         "all", description="ONNX Runtime graph optimization level."
     )
     io_binding: bool = Field(True, description="Use IO binding on GPU providers.")
+    memory_arena: bool = Field(
+        True,
+        description=(
+            "Keep ONNX Runtime's CPU memory arena (buffers reused between runs; after a run with large attention "
+            "maps it gives back what it holds free). False: every tensor from the system allocator."
+        ),
+    )
     cache_dir: Path | None = Field(
         None, description="Folder for ONNX Runtime caches (TensorRT engines); none: no cache."
     )
@@ -87,8 +94,23 @@ class Settings(BaseSettings):
         True,
         description=(
             "Run a batch that has the worker to itself (no other request waiting, nothing else queued or running) on "
-            "the event loop's thread instead of handing it to an inference thread and back."
+            "the event loop's thread instead of handing it to an inference thread and back, when it is cheap: no "
+            "attention maps, and its tokens times the compute per token measured at warm-up within INLINE_MAX_MS."
         ),
+    )
+    inline_max_ms: float = Field(
+        2.0, ge=0, description="Longest estimated compute of a batch run on the event loop's thread (milliseconds)."
+    )
+    max_batch_tokens: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Most padded tokens (sequences x the longest) in one ONNX Runtime call (0: from the model: about "
+            "225,000 / its parameters in millions, at least its maximum length, at most a full batch of it)."
+        ),
+    )
+    explain_batch_mb: int = Field(
+        256, ge=1, description="Most megabytes of attention maps one batch with maps may produce (bounds its size)."
     )
     batch_split_min: int = Field(
         4,
