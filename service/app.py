@@ -73,7 +73,13 @@ def build_state(settings: Settings) -> AppState:
         explain_batch_bytes=settings.explain_batch_mb << 20,
     )
     dataplane = DataPlane(
-        repository, Limits(settings.max_instances, settings.max_text_chars, settings.request_timeout_s)
+        repository,
+        Limits(
+            settings.max_instances,
+            settings.max_text_chars,
+            settings.request_timeout_s,
+            settings.max_explanation_values,
+        ),
     )
     telemetry = Telemetry(metrics, settings.log_requests)
     return AppState(settings, repository, dataplane, metrics, telemetry, Admission(settings.max_concurrency))

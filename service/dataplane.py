@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.budget import MapChoice, Maps, check_budget, choose_maps
 from service.errors import InvalidInput
 from service.explain import attention_rollout
 from service.repository import ModelRepository, ServedVersion
@@ -25,6 +26,7 @@ SELF_ATTENTION = "self_attention"
 ROLLOUT = "rollout"
 ALL = "all"  # in a request's outputs: every attention output the version has
 OPTIONAL_OUTPUTS = frozenset({ATTENTION, SELF_ATTENTION, ROLLOUT})
+ALL_MAPS = MapChoice()
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Limits:
     max_instances: int
     max_text_chars: int
     default_timeout_s: float
+    max_explanation_values: int = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class InferenceRequest:
     truncate: bool = False
     timeout_s: float | None = None
     source: str = "instances"
+    maps: MapChoice = ALL_MAPS
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class DataPlane:
         # Everything the request itself gets wrong is a 400 before the capacity check: a 503 says "retry", and
         # only waiting may cure it.
         sequences = prepare(request.items, request.source, request.truncate, served.folder, self._item_limits)
+        maps = _maps(request, outputs, served)
+        check_budget(outputs, [len(s.ids) for s in sequences], maps, self.limits.max_explanation_values)
         served.batcher.check_room(len(sequences))
         deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
         explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
@@ -187,7 +193,7 @@ class DataPlane:
         finally:
             self.active -= 1
         spec = served.folder.spec
-        shape = _Shape(spec.labels, spec.signature.attention_source, spec.signature.pairs)
+        shape = _Shape(spec.labels, spec.signature.attention_source, spec.signature.pairs, maps)
         predictions = [_predict(shape, s, row, outputs) for s, row in zip(sequences, rows, strict=True)]
         return InferenceResult(spec.name, spec.version, spec.labels, predictions)
 
@@ -199,6 +205,14 @@ class _Shape:
     labels: tuple[str, ...]
     source: str | None
     pairs: bool
+    maps: Maps | None
+
+
+def _maps(request: InferenceRequest, outputs: frozenset[str], served: ServedVersion) -> Maps | None:
+    """The layers and heads of ``self_attention`` the request gets (all unless it chose), checked."""
+    if request.maps.chosen and SELF_ATTENTION not in outputs:
+        raise InvalidInput("parameters.layers/heads choose self_attention maps: ask for self_attention too")
+    return choose_maps(request.maps, served.folder.spec.layers_heads, "parameters")
 
 
 def _readout(source: str | None, attention: np.ndarray | None, length: int) -> np.ndarray:
@@ -222,6 +236,8 @@ def _predict(shape: _Shape, seq: Checked, row: dict[str, np.ndarray], outputs: f
     rollout = None
     if ROLLOUT in outputs and self_attention is not None:
         rollout = attention_rollout(self_attention, _readout(shape.source, attention, length))
+    if self_attention is not None and shape.maps is not None and SELF_ATTENTION in outputs:
+        self_attention = shape.maps.cut(self_attention)
     labels = shape.labels
     return Prediction(
         label=labels[int(np.argmax(probabilities))],

@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 past it).")
     max_instances: int = Field(256, ge=1, description="Most sequences in one request.")
     max_text_chars: int = Field(20_000, ge=1, description="Longest text, in characters.")
+    max_explanation_values: int = Field(
+        4 << 20,
+        ge=1,
+        description=(
+            "Most attention values one answer may hold (self-attention maps: layers x heads x tokens² per sequence, "
+            "plus each per-token output); past it, 400 before any work."
+        ),
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a request, queueing included.")
     max_concurrency: int = Field(
         1024, ge=1, description="Most requests in progress at once; past it, 503 with Retry-After (health exempt)."

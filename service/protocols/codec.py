@@ -10,6 +10,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
+from service.budget import MapChoice
 from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType, quote
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,27 @@ def decode_timeout_ms(value: Any, where: str) -> float:
     if type(value) not in (int, float) or not 0 < value <= 3_600_000:
         raise InvalidInput(f"{where}: expected a timeout in milliseconds between 1 and 3600000")
     return float(value) / 1000.0
+
+
+def decode_indices(value: Any, where: str) -> tuple[int, ...]:
+    """Layer or head indices: a list of integers, one integer, or a comma-separated string (``"0,-1"``)."""
+    items: list[Any] = value if isinstance(value, list) else [value]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    indices = []
+    for item in items:
+        number = int(item) if isinstance(item, str) and item.lstrip("-").isdigit() and len(item) <= 6 else item
+        if type(number) is not int or not -(10**6) < number < 10**6:
+            raise InvalidInput(f"{where}: expected integer indices (a list, or text like '0,-1'), got {shown(item)}")
+        indices.append(number)
+    return tuple(indices)
+
+
+def decode_maps(parameters: dict[str, Any]) -> MapChoice:
+    """The ``layers`` and ``heads`` parameters: which self-attention maps a request wants."""
+    layers = decode_indices(parameters["layers"], "parameters.layers") if "layers" in parameters else None
+    heads = decode_indices(parameters["heads"], "parameters.heads") if "heads" in parameters else None
+    return MapChoice(layers, heads)
 
 
 def parse_version(text: str) -> int:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.dataplane import InferenceRequest, InferenceResult, Prediction, TextPair, available_outputs
 from service.errors import InvalidInput, NotFound, quote
-from service.protocols import codec, schemas, tensors
+from service.protocols import codec, large, schemas, tensors
 from service.protocols.deps import AppState, AppStateDep, app_state, authorize_inference
 from service.protocols.hot import hot
 from service.repository import ServedVersion, State
@@ -121,10 +121,12 @@ def decode_parameters(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     fields = codec.expect_object(value, "parameters")
-    unknown = set(fields) - {"attention", "truncate", "timeout_ms"}
+    unknown = set(fields) - {"attention", "truncate", "timeout_ms", "layers", "heads"}
     if unknown:
         raise InvalidInput(codec.unknown_fields(unknown, "parameters"))
     options: dict[str, Any] = {}
+    if "layers" in fields or "heads" in fields:
+        options["maps"] = codec.decode_maps(fields)
     if "attention" in fields:
         options["outputs"] = codec.decode_attention(fields["attention"], "parameters.attention")
     if "truncate" in fields:
@@ -179,7 +181,8 @@ async def _predict(request: Request, name: str, version: int | None) -> Response
         content = encode_columns(result) if columnar else {
             "predictions": [encode_prediction(p, result.labels) for p in result.predictions]
         }  # fmt: skip
-        return codec.json_response(content, headers={"X-Model-Version": str(result.version)})
+        body = await large.encode(content, large.attention_values(result))
+        return Response(body, 200, {"X-Model-Version": str(result.version)}, media_type="application/json")
 
 
 @router.post("/v1/models/{name}:predict", **schemas.NATIVE_PREDICT)

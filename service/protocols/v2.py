@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.dataplane import describe
 from service.errors import InvalidInput, NotFound, UnsupportedMediaType, quote
-from service.protocols import codec, schemas, tensors, v2_codec
+from service.protocols import codec, large, schemas, tensors, v2_codec
 from service.protocols.deps import AppStateDep, app_state, authorize_inference
 from service.protocols.hot import hot
 from service.repository import ServedVersion
@@ -83,9 +82,9 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
         result = await state.dataplane.infer(decoded.request)
         outcome.version = str(result.version)
         header, chunks = v2_codec.encode_infer(result, decoded)
+        head = await large.encode(header, large.attention_values(result))
         if not chunks:
-            return codec.json_response(header)
-        head = orjson.dumps(header, option=codec.ENCODE_OPTIONS)
+            return Response(head, 200, media_type="application/json")
         headers = {"Inference-Header-Content-Length": str(len(head))}
         return Response(head + chunks, 200, headers, media_type="application/octet-stream")
 

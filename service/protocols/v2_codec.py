@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from service.budget import MapChoice
 from service.dataplane import (
     ATTENTION,
     OPTIONAL_OUTPUTS,
@@ -31,7 +32,9 @@ OUTPUTS = ("label", "probabilities", "attention", "lengths", "tokens", "offsets"
 DEFAULT_OUTPUTS = ("label", "probabilities", "attention", "lengths")
 INPUTS = ("text", "text_pair", "input_ids", "attention_mask")
 ID_TYPES = ("INT32", "INT64")
-REQUEST_PARAMETERS = {"attention", "binary_data_output", "timeout", "timeout_ms", "truncate", "priority"}
+REQUEST_PARAMETERS = {
+    "attention", "binary_data_output", "timeout", "timeout_ms", "truncate", "priority", "layers", "heads",
+}  # fmt: skip
 ATTENTION_OUTPUTS = (ATTENTION, SELF_ATTENTION, ROLLOUT)
 
 
@@ -82,8 +85,9 @@ def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> D
     binary_default = bool(parameters.get("binary_data_output", False))
     outputs = _requested_outputs(fields.get("outputs"), binary_default)
     wanted = _wanted(outputs, parameters)
+    maps = codec.decode_maps(parameters) if "layers" in parameters or "heads" in parameters else MapChoice()
     request = InferenceRequest(
-        model, version, items, wanted, bool(parameters.get("truncate", False)), _timeout(parameters), source
+        model, version, items, wanted, bool(parameters.get("truncate", False)), _timeout(parameters), source, maps
     )
     return DecodedInfer(request, outputs, request_id, binary_default)
 

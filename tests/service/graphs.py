@@ -9,6 +9,7 @@ exact sequence.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -189,12 +190,19 @@ def signature_of(graph: TinyGraph) -> dict[str, Any]:
     }
 
 
-def write_folder(root: Path, graph: TinyGraph, name: str = "tiny", version: int = 1, **fields: Any) -> Path:
-    """A complete version folder of the tiny graph, with the bundled tokenizer; ``fields`` override model.json."""
+def write_folder(
+    root: Path, graph: TinyGraph, name: str = "tiny", version: int = 1, lean: bool = False, **fields: Any
+) -> Path:
+    """A complete version folder of the tiny graph, with the bundled tokenizer; ``fields`` override model.json.
+
+    ``lean``: with a lean graph beside it (the same graph without its maps), as an import writes one."""
     folder = root / name / str(version)
     folder.mkdir(parents=True)
     model = build(graph)
     (folder / "model.onnx").write_bytes(model.SerializeToString())
+    if lean:
+        answers_only = build(dataclasses.replace(graph, self_attention=None))
+        (folder / "model.lean.onnx").write_bytes(answers_only.SerializeToString())
     if graph.segments is None:
         shutil.copy(BUNDLED / "tokenizer.json", folder / "tokenizer.json")
     else:
@@ -208,7 +216,11 @@ def write_folder(root: Path, graph: TinyGraph, name: str = "tiny", version: int 
         "max_sequence_length": graph.fixed_length or 64,
         "vocab_size": VOCAB + (len(SPECIALS) if graph.segments else 0),
         **_io(model),
-        "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
+        "files": {
+            "model": "model.onnx",
+            "tokenizer": "tokenizer.json",
+            **({"lean": "model.lean.onnx"} if lean else {}),
+        },
         "signature": signature_of(graph),
         **fields,
     }

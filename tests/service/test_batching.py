@@ -263,3 +263,77 @@ async def test_a_lone_batch_runs_on_the_loops_thread_and_company_goes_to_the_inf
     assert [r["total"] for r in await asyncio.gather(*first, *second)] == [3, 1, 10]
     assert loop_thread not in recorder.threads
     await batcher.close()
+
+
+async def test_a_batch_is_bounded_by_its_padded_tokens() -> None:
+    recorder = Recorder(hold_first=True)
+    policy = BatchPolicy(max_batch_size=32, batches_in_flight=1, max_batch_tokens=128)
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"))
+    first = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)  # what arrives now queues up together
+    long = batcher.submit([np.arange(1, 65) for _ in range(5)], False, deadline())
+    short = batcher.submit([np.arange(1, 5) for _ in range(8)], False, deadline())
+    recorder.release.set()
+    await asyncio.gather(*first, *long, *short)
+    shapes = [b.shape for b in recorder.batches[1:]]
+    assert all(rows * width <= 128 for rows, width in shapes), shapes
+    assert shapes == [(2, 64), (2, 64), (2, 64), (7, 4)]  # long sequences batch small, short ones still wide
+    await batcher.close()
+
+
+async def test_a_batch_with_maps_is_bounded_by_its_attention_cells() -> None:
+    recorder = Recorder(hold_first=True)
+    policy = BatchPolicy(max_batch_size=32, batches_in_flight=1, max_explain_cells=2 * 16 * 16)
+    batcher = Batcher(recorder, policy, PadRule(0), ("total", "length"), ("square",))
+    first = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    explained = batcher.submit([np.arange(1, 17) for _ in range(5)], True, deadline())
+    recorder.release.set()
+    await asyncio.gather(*first, *explained)
+    assert [b.shape for b in recorder.batches[1:]] == [(2, 16), (2, 16), (1, 16)]
+    await batcher.close()
+
+
+async def test_answers_and_explanations_never_share_a_batch() -> None:
+    recorder = Recorder(hold_first=True)
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=8, batches_in_flight=1), PadRule(0), ("total",), ("square",))
+    first = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    plain = batcher.submit([np.array([2]), np.array([3])], False, deadline())
+    explained = batcher.submit([np.array([4])], True, deadline())
+    more = batcher.submit([np.array([5])], False, deadline())
+    recorder.release.set()
+    answers = await asyncio.gather(*first, *plain, *explained, *more)
+    assert [b[:, 0].tolist() for b in recorder.batches[1:]] == [[2, 3, 5], [4]]
+    assert "square" in answers[3]
+    assert "square" not in answers[1]
+    await batcher.close()
+
+
+async def test_bulk_sequences_fill_the_room_ordinary_ones_leave() -> None:
+    recorder = Recorder(hold_first=True)
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=4, batches_in_flight=1), PadRule(0), ("total",))
+    first = batcher.submit([np.array([1])], False, deadline())
+    await wait_started(recorder)
+    bulk = batcher.submit([np.array([100 + i]) for i in range(6)], False, deadline(), bulk=True)
+    ordinary = batcher.submit([np.array([7]), np.array([8])], False, deadline())  # arrives after the bulk
+    recorder.release.set()
+    await asyncio.gather(*first, *bulk, *ordinary)
+    batches = [b[:, 0].tolist() for b in recorder.batches[1:]]
+    assert batches[0] == [7, 8, 100, 101]  # the ordinary requests first, bulk in the room left
+    assert batches[1] == [102, 103, 104, 105]
+    await batcher.close()
+
+
+async def test_a_lone_batch_runs_inline_only_when_cheap() -> None:
+    recorder = Recorder()
+    policy = BatchPolicy(max_batch_size=8, inline_lone=True, inline_max_s=0.01)
+    batcher = Batcher(recorder, policy, PadRule(0), ("total",), ("square",), per_token_s=0.001)
+    loop_thread = threading.get_ident()
+    await batcher.submit([np.arange(1, 6)], False, deadline(), alone=True)[0]  # 5 tokens: 5 ms estimated
+    await batcher.submit([np.arange(1, 41)], False, deadline(), alone=True)[0]  # 40 tokens: 40 ms
+    await batcher.submit([np.arange(1, 4)], True, deadline(), alone=True)[0]  # maps: never inline
+    assert recorder.threads[0] == loop_thread
+    assert recorder.threads[1] != loop_thread
+    assert recorder.threads[2] != loop_thread
+    await batcher.close()
