@@ -136,11 +136,11 @@ def build(size_name: str, out: Path, sequence_length: int = 512) -> tuple[Path, 
     return path, int(task.count_params())
 
 
-def measure_import(model: Path, repository: Path, name: str) -> tuple[Path, float, float]:
+def measure_import(model: Path, repository: Path, name: str, variants: str = "none") -> tuple[Path, float, float]:
     """Import ``model`` in a child process: its folder, wall seconds and peak resident memory (GiB)."""
     started = time.monotonic()
     command = [sys.executable, "-m", "model_export", "import", str(model), "--labels", LABELS]
-    command += ["--repository", str(repository), "--name", name]
+    command += ["--repository", str(repository), "--name", name, "--variants", variants]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if done.returncode != 0:

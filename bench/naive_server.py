@@ -51,6 +51,8 @@ def create_app(model_dir: Path, variant: str, threads: int) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.session, app.state.tokenizer, app.state.meta = load(model_dir, variant, threads)
+        known = {"input_ids", "attention_mask"}
+        app.state.extra_inputs = [i.name for i in app.state.session.get_inputs() if i.name not in known]
         yield
 
     app = FastAPI(lifespan=lifespan)
@@ -68,7 +70,7 @@ def create_app(model_dir: Path, variant: str, threads: int) -> FastAPI:
     @app.post("/v1/models/{name}:predict")
     def predict(name: str, body: PredictRequest, request: Request) -> Response:
         state = request.app.state
-        encodings = state.tokenizer.encode_batch(body.instances, add_special_tokens=False)
+        encodings = state.tokenizer.encode_batch(body.instances)  # the file's special tokens, as the model expects
         lengths = [len(e.ids) for e in encodings]
         if min(lengths) == 0:
             raise HTTPException(400, "a text has no tokens")
@@ -76,7 +78,9 @@ def create_app(model_dir: Path, variant: str, threads: int) -> FastAPI:
         for i, encoding in enumerate(encodings):
             ids[i, : lengths[i]] = encoding.ids
         mask = (np.arange(ids.shape[1]) < np.array(lengths)[:, None]).astype(np.int32)
-        probabilities, attention = state.session.run(OUTPUTS, {"input_ids": ids, "attention_mask": mask})
+        feed = {"input_ids": ids, "attention_mask": mask}
+        feed |= {name: np.zeros_like(ids) for name in state.extra_inputs}  # segment ids: one text, segment 0
+        probabilities, attention = state.session.run(OUTPUTS, feed)
         labels = state.meta["labels"]
         predictions = [
             {

@@ -55,26 +55,40 @@ class RunningServer:
         return sum(_cpu_of(pid) for pid in pids)
 
 
-def service_spec(label: str, variant: str = "fp32", settings: Mapping[str, str] | None = None) -> ServerSpec:
+def service_spec(
+    label: str,
+    variant: str = "fp32",
+    settings: Mapping[str, str] | None = None,
+    repository: Path = Path("models"),
+    model: str = "sentiment",
+) -> ServerSpec:
     """The service with the defaults a user gets (log level included), overridden by ``ATTENTION_SERVE_<NAME>``
-    settings (names without prefix)."""
+    settings (names without prefix); ``repository`` and ``model``: what it serves and what the load asks."""
     env = {f"ATTENTION_SERVE_{name.upper()}": value for name, value in (settings or {}).items()}
     # A port of its own for gRPC (never the shared default 8001: workers bind it with SO_REUSEPORT).
     env.setdefault("ATTENTION_SERVE_GRPC_PORT", str(free_port()))
     command = (
         sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "{port}",
-        "--model-repository", "models", "--variant", variant,
+        "--model-repository", str(repository), "--variant", variant,
     )  # fmt: skip
-    return ServerSpec(label, command, env)
+    return ServerSpec(label, command, env, predict_path=PREDICT_PATH.replace("sentiment", model))
 
 
-def naive_spec(label: str, variant: str = "fp32", threads: int = 0, noop: bool = False) -> ServerSpec:
+def naive_spec(
+    label: str,
+    variant: str = "fp32",
+    threads: int = 0,
+    noop: bool = False,
+    model_dir: Path | None = None,
+    model: str = "sentiment",
+) -> ServerSpec:
     """The naive baseline; with ``noop`` its constant-answer route (the uvicorn + FastAPI floor) is loaded."""
     command = (
         sys.executable, str(ROOT / "bench" / "naive_server.py"), "--port", "{port}",
-        "--model-dir", "models/sentiment/1", "--variant", variant, "--threads", str(threads),
+        "--model-dir", str(model_dir or Path("models/sentiment/1")), "--variant", variant, "--threads", str(threads),
     )  # fmt: skip
-    path = PREDICT_PATH.replace(":predict", ":noop") if noop else PREDICT_PATH
+    path = PREDICT_PATH.replace("sentiment", model)
+    path = path.replace(":predict", ":noop") if noop else path
     return ServerSpec(label, command, ready_path="/ready", predict_path=path, metrics_path=None)
 
 
@@ -142,6 +156,27 @@ def _cpu_of(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15 of stat)
+
+
+def resident_bytes(server: RunningServer) -> int:
+    """Resident memory of the server process and its direct children (uvicorn workers), in bytes."""
+    return sum(_rss_of(pid) for pid in [server.process.pid, *_children(server.process.pid)])
+
+
+def worker_resident_bytes(server: RunningServer) -> list[int]:
+    """Resident memory of each worker process (the children; the process itself where it has none)."""
+    children = _children(server.process.pid)
+    return [_rss_of(pid) for pid in children] if children else [_rss_of(server.process.pid)]
+
+
+def _rss_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _children(pid: int) -> list[int]:

@@ -191,7 +191,8 @@ def build_task(kind: str, repository: Path, workdir: Path) -> HubModel:
     else:
         path = workdir / f"{kind}.keras"
         task.save(path)
-    return _task_model(kind, task, _request(path, repository, kind))
+    variants = ("int8",) if kind == "bert" else ()  # one family carries the INT8 variant and its lean twin
+    return _task_model(kind, task, _request(path, repository, kind, variants=variants))
 
 
 def build_electra(repository: Path, workdir: Path) -> HubModel:

@@ -117,3 +117,31 @@ def test_the_classifiers_logits_were_detected(hub_models: dict[str, HubModel]) -
 def write_vocab(path: Path, tokens: list[str]) -> Path:
     path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return path
+
+
+def test_the_lean_graph_fuses_what_it_can_and_answers_as_the_explaining_one(hub_models: dict[str, HubModel]) -> None:
+    for kind in ("bert", "distil_bert", "roberta", "albert", "electra"):
+        folder = hub_models[kind].folder
+        record = read_document(folder)["lean"]
+        assert record["file"] == "model.lean.onnx", kind
+        # every norm, and every attention layer but the last, whose [CLS] row is the per-token attention
+        assert record["fused"]["Attention"] == 1, kind
+        assert record["fused"]["LayerNormalization"] >= 4, kind
+        assert record["parity_with_explaining"] <= 1e-4
+        ops = {node.op_type for node in onnx.load(folder / "model.lean.onnx").graph.node}
+        assert {"Attention", "LayerNormalization"} <= ops
+        assert "GlobalAveragePool" not in ops  # tf2onnx's LayerNorm arithmetic is gone
+        outputs = [o.name for o in onnx.load(folder / "model.lean.onnx").graph.output]
+        assert sorted(outputs) == ["attention", "probabilities"]
+    deberta = read_document(hub_models["deberta_v3"].folder)["lean"]
+    assert deberta["fused"]["Attention"] == 0  # DisentangledSelfAttention has no fused kernel: its norms only
+    assert read_document(hub_models["tf_hub_bert"].folder)["lean"]["file"] is None  # a SavedModel has no layers
+
+
+def test_the_int8_variant_has_a_lean_twin_with_quantized_attention(hub_models: dict[str, HubModel]) -> None:
+    folder = hub_models["bert"].folder
+    twin = read_document(folder)["variants"]["int8"]["lean"]
+    assert twin["file"] == "model.int8.lean.onnx"
+    assert twin["agreement"] >= 0.99
+    ops = {node.op_type for node in onnx.load(folder / twin["file"]).graph.node}
+    assert "QAttention" in ops
