@@ -7,12 +7,14 @@ limits and validation happen here once, whatever protocol a request came by.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from service import occlusion
 from service.budget import MapChoice, Maps, check_budget, choose_maps
 from service.errors import InvalidInput
 from service.explain import attention_rollout
@@ -24,8 +26,10 @@ __all__ = ["InferenceRequest", "InferenceResult", "Prediction", "TextPair"]
 ATTENTION = "attention"
 SELF_ATTENTION = "self_attention"
 ROLLOUT = "rollout"
-ALL = "all"  # in a request's outputs: every attention output the version has
-OPTIONAL_OUTPUTS = frozenset({ATTENTION, SELF_ATTENTION, ROLLOUT})
+OCCLUSION = "occlusion"
+DEFAULT = "default"  # in a request's outputs: the version's default ones, besides any named
+ALL = "all"  # in a request's outputs: every attention output the version has (occlusion, which costs, is asked alone)
+OPTIONAL_OUTPUTS = frozenset({ATTENTION, SELF_ATTENTION, ROLLOUT, OCCLUSION})
 ALL_MAPS = MapChoice()
 
 
@@ -35,6 +39,7 @@ class Limits:
     max_text_chars: int
     default_timeout_s: float
     max_explanation_values: int = 4 << 20
+    max_occlusion_tokens: int = 256
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class InferenceRequest:
     timeout_s: float | None = None
     source: str = "instances"
     maps: MapChoice = ALL_MAPS
+    occlusion: occlusion.OcclusionAsk = occlusion.WHOLE_TOKENS
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Prediction:
     tokens: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
     sources: np.ndarray | None = None  # which text each token came from, for a model that reads pairs
+    occlusion: np.ndarray | None = None  # each token's effect on the target class's probability
 
 
 @dataclass(frozen=True)
@@ -97,9 +104,9 @@ class ModelDescription:
 
 
 def available_outputs(served: ServedVersion) -> frozenset[str]:
-    """The attention outputs this version can give (rollout wherever self-attention exists)."""
+    """The explanation outputs this version can give (rollout wherever self-attention exists; occlusion always)."""
     signature = served.folder.spec.signature
-    found = {ATTENTION} if signature.has(ATTENTION) else set()
+    found = {ATTENTION, OCCLUSION} if signature.has(ATTENTION) else {OCCLUSION}
     if signature.has(SELF_ATTENTION):
         found |= {SELF_ATTENTION, ROLLOUT}
     return frozenset(found)
@@ -110,14 +117,16 @@ def resolve_outputs(requested: frozenset[str] | None, served: ServedVersion) -> 
     available = available_outputs(served)
     if requested is None:
         return available & {ATTENTION}
+    if DEFAULT in requested:
+        requested = (requested - {DEFAULT}) | (available & {ATTENTION})
     missing = requested - available - {ALL}
     if missing:
         spec = served.folder.spec
         raise InvalidInput(
             f"model '{spec.name}' version {spec.version} has no {', '.join(sorted(missing))} output; "
-            f"its attention outputs: {sorted(available) or 'none'}"
+            f"its attention outputs: {sorted(available - {OCCLUSION}) or 'none'}"
         )
-    return (requested - {ALL}) | (available if ALL in requested else frozenset())
+    return (requested - {ALL}) | (available - {OCCLUSION} if ALL in requested else frozenset())
 
 
 def describe(served: ServedVersion) -> ModelDescription:
@@ -136,6 +145,7 @@ def describe(served: ServedVersion) -> ModelDescription:
         Tensor("tokens", "string", (-1, -1)),
         Tensor("offsets", "int32", (-1, -1, 3 if signature.pairs else 2)),
     ]
+    outputs.append(Tensor(OCCLUSION, "float32", (-1, -1)))
     layers_heads = spec.layers_heads
     if layers_heads is not None:
         outputs += [
@@ -155,7 +165,8 @@ def _facts(served: ServedVersion) -> dict[str, object]:
         "providers": list(model.providers),
         "loaded_at": served.loaded_at,
         "signature": spec.signature.describe(),
-        "attention_outputs": sorted(available_outputs(served)),
+        "attention_outputs": sorted(available_outputs(served) - {OCCLUSION}),
+        "occlusion": occlusion_method(served).describe(),
         **{
             key: document[key]
             for key in ("task", "metrics", "baseline", "parity", "created", "data", "source")
@@ -171,6 +182,7 @@ class DataPlane:
         self.active = 0  # requests between decoding and their answer, all protocols (one event loop: no lock)
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
+        deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)  # from arrival on
         served = self.repository.get(request.model, request.version)
         outputs = resolve_outputs(request.outputs, served)
         # Everything the request itself gets wrong is a 400 before the capacity check: a 503 says "retry", and
@@ -178,11 +190,43 @@ class DataPlane:
         sequences = prepare(request.items, request.source, request.truncate, served.folder, self._item_limits)
         maps = _maps(request, outputs, served)
         check_budget(outputs, [len(s.ids) for s in sequences], maps, self.limits.max_explanation_values)
-        served.batcher.check_room(len(sequences))
-        deadline = time.monotonic() + (request.timeout_s or self.limits.default_timeout_s)
+        spec = served.folder.spec
+        target = occlusion.target_class(request.occlusion.target, spec.labels) if OCCLUSION in outputs else None
+        variants = self._variants(request, sequences, served) if OCCLUSION in outputs else []
+        served.batcher.check_room(len(sequences) + len(variants))
         explain = bool(outputs & {SELF_ATTENTION, ROLLOUT})
-        segments = [s.segments for s in sequences] if served.folder.spec.signature.segments else None
-        futures = served.batcher.submit([s.ids for s in sequences], explain, deadline, self.active == 0, segments)
+        rows, occluded = await self._run(served, sequences, variants, explain, deadline)
+        shape = _Shape(spec.labels, spec.signature.attention_source, spec.signature.pairs, maps)
+        predictions = [_predict(shape, s, row, outputs) for s, row in zip(sequences, rows, strict=True)]
+        if variants:
+            predictions = _with_occlusion(predictions, variants, occluded, target)
+        return InferenceResult(spec.name, spec.version, spec.labels, predictions)
+
+    def _variants(
+        self, request: InferenceRequest, sequences: list[Checked], served: ServedVersion
+    ) -> list[occlusion.Variant]:
+        folder = served.folder
+        method = occlusion_method(served)
+        limits = (self.limits.max_occlusion_tokens, self.limits.max_instances)
+        return occlusion.plan(
+            sequences, request.occlusion, method, folder.tokenizer.special_ids, limits, request.source
+        )
+
+    async def _run(
+        self,
+        served: ServedVersion,
+        sequences: list[Checked],
+        variants: list[occlusion.Variant],
+        explain: bool,
+        deadline: float,
+    ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+        """Each sequence's row and each variant's (queued as bulk work, after ordinary requests)."""
+        batcher, takes_segments = served.batcher, served.folder.spec.signature.segments is not None
+        segments = [s.segments for s in sequences] if takes_segments else None
+        futures = batcher.submit([s.ids for s in sequences], explain, deadline, self.active == 0, segments)
+        if variants:
+            occluded = [v.segments for v in variants] if takes_segments else None
+            futures += batcher.submit([v.ids for v in variants], False, deadline, False, occluded, bulk=True)
         self.active += 1
         try:
             rows = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
@@ -192,10 +236,31 @@ class DataPlane:
             raise
         finally:
             self.active -= 1
-        spec = served.folder.spec
-        shape = _Shape(spec.labels, spec.signature.attention_source, spec.signature.pairs, maps)
-        predictions = [_predict(shape, s, row, outputs) for s, row in zip(sequences, rows, strict=True)]
-        return InferenceResult(spec.name, spec.version, spec.labels, predictions)
+        return rows[: len(sequences)], rows[len(sequences) :]
+
+
+def occlusion_method(served: ServedVersion) -> occlusion.Method:
+    """How this version's tokens are occluded: removed, or replaced where its graph takes a fixed length."""
+    tokenizer = served.folder.tokenizer
+    replacements = {token: tokenizer.token_id(token) for token in occlusion.MASK_TOKENS}
+    return occlusion.method_for(served.folder.spec.signature.fixed_length, replacements)
+
+
+def _with_occlusion(
+    predictions: list[Prediction],
+    variants: list[occlusion.Variant],
+    rows: list[dict[str, np.ndarray]],
+    target: int | None,
+) -> list[Prediction]:
+    found = []
+    for index, prediction in enumerate(predictions):
+        mine = [(v, row["probabilities"]) for v, row in zip(variants, rows, strict=True) if v.sequence == index]
+        cls = target if target is not None else int(np.argmax(prediction.probabilities))
+        values = occlusion.attributions(
+            prediction.length, [v for v, _ in mine], prediction.probabilities, [p for _, p in mine], cls
+        )
+        found.append(dataclasses.replace(prediction, occlusion=values))
+    return found
 
 
 @dataclass(frozen=True)

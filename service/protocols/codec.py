@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from service.budget import MapChoice
 from service.errors import ClientClosed, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType, quote
+from service.occlusion import OcclusionAsk
 
 log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
@@ -160,12 +161,30 @@ def decode_maps(parameters: dict[str, Any]) -> MapChoice:
     return MapChoice(layers, heads)
 
 
+EXPLAIN_CHOICES = ("occlusion",)
+
+
+def decode_explanation(parameters: dict[str, Any]) -> tuple[frozenset[str], OcclusionAsk]:
+    """``explain`` (``"occlusion"``), ``occlusion_window`` and ``target``: the extra outputs and how to occlude."""
+    explain = parameters.get("explain")
+    if explain is not None and explain not in EXPLAIN_CHOICES:
+        raise InvalidInput(f"parameters.explain: expected one of {list(EXPLAIN_CHOICES)}, got {shown(explain)}")
+    window = parameters.get("occlusion_window", 1)
+    if type(window) is not int or not 1 <= window <= 1024:
+        raise InvalidInput("parameters.occlusion_window: expected a number of tokens from 1 to 1024")
+    target = parameters.get("target")
+    if target is not None and type(target) not in (str, int):
+        raise InvalidInput(f"parameters.target: expected a label or its index, got {kind(target)}")
+    return (frozenset({"occlusion"}) if explain else frozenset()), OcclusionAsk(window, target)
+
+
 def parse_version(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 2**63:
         raise InvalidInput(f"version {quote(text)} is not a positive integer")
     return int(text)
 
 
+DEFAULT = "default"  # among a request's outputs: the version's default (its per-token attention, if any)
 ATTENTION_CHOICES = {
     "none": frozenset(),
     "pooling": frozenset({"attention"}),

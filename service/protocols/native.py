@@ -8,6 +8,7 @@ a deadline.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from service.repository import ServedVersion, State
 
 router = APIRouter(tags=["native (TensorFlow Serving REST)"])
 SIGNATURE = "serving_default"
+PARAMETERS = {"attention", "truncate", "timeout_ms", "layers", "heads", "explain", "occlusion_window", "target"}
 
 
 def decode_instance(value: Any, where: str) -> str | np.ndarray | TextPair:
@@ -121,7 +123,7 @@ def decode_parameters(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     fields = codec.expect_object(value, "parameters")
-    unknown = set(fields) - {"attention", "truncate", "timeout_ms", "layers", "heads"}
+    unknown = set(fields) - PARAMETERS
     if unknown:
         raise InvalidInput(codec.unknown_fields(unknown, "parameters"))
     options: dict[str, Any] = {}
@@ -129,6 +131,9 @@ def decode_parameters(value: Any) -> dict[str, Any]:
         options["maps"] = codec.decode_maps(fields)
     if "attention" in fields:
         options["outputs"] = codec.decode_attention(fields["attention"], "parameters.attention")
+    explained, options["occlusion"] = codec.decode_explanation(fields)
+    if explained:
+        options["outputs"] = options.get("outputs", frozenset({codec.DEFAULT})) | explained
     if "truncate" in fields:
         options["truncate"] = codec.decode_flag(fields["truncate"], "parameters.truncate")
     if "timeout_ms" in fields:
@@ -151,6 +156,8 @@ def encode_prediction(prediction: Prediction, labels: tuple[str, ...]) -> dict[s
         row["self_attention"] = np.ascontiguousarray(prediction.self_attention)
     if prediction.rollout is not None:
         row["rollout"] = prediction.rollout
+    if prediction.occlusion is not None:
+        row["occlusion"] = prediction.occlusion
     return row
 
 
@@ -162,20 +169,23 @@ def encode_columns(result: InferenceResult) -> dict[str, Any]:
         "probabilities": np.stack([p.probabilities for p in predictions]),
         "truncated": [p.truncated for p in predictions],
     }
-    for name in ("attention", "rollout", "self_attention"):
+    for name in ("attention", "rollout", "self_attention", "occlusion"):
         arrays = [getattr(p, name) for p in predictions]
         if arrays[0] is not None:
             outputs[name] = tensors.pad_stack(arrays)
     return {"outputs": outputs}
 
 
-async def _predict(request: Request, name: str, version: int | None) -> Response:
+async def _predict(request: Request, name: str, version: int | None, explain: bool = False) -> Response:
     # The hot path takes no FastAPI dependencies: they cost more per request than all of our own work.
     state = app_state(request)
     with state.telemetry.observe("native", name) as outcome:
         authorize_inference(state, request)
         body = await codec.read_json(request, state.settings.max_body_bytes)
         inference, columnar = decode_request(body, name, version)
+        if explain:  # KServe's explain verb: the predictions with their occlusion attributions
+            outputs = inference.outputs if inference.outputs is not None else frozenset({codec.DEFAULT})
+            inference = dataclasses.replace(inference, outputs=outputs | {"occlusion"})
         result = await state.dataplane.infer(inference)
         outcome.version = str(result.version)
         content = encode_columns(result) if columnar else {
@@ -197,6 +207,19 @@ async def predict(name: str, request: Request) -> Response:
 async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version."""
     return await _predict(request, name, codec.parse_version(version))
+
+
+@router.post("/v1/models/{name}:explain", **schemas.NATIVE_PREDICT)
+@hot
+async def explain(name: str, request: Request) -> Response:
+    """KServe's v1 explain verb: the newest version's predictions, each with its occlusion attributions."""
+    return await _predict(request, name, None, explain=True)
+
+
+@router.post("/v1/models/{name}/versions/{version}:explain", **schemas.NATIVE_PREDICT)
+@hot
+async def explain_version(name: str, version: str, request: Request) -> Response:
+    return await _predict(request, name, codec.parse_version(version), explain=True)
 
 
 @router.post("/v1/models/{name}/labels/{label}:predict", **schemas.NATIVE_PREDICT)

@@ -18,6 +18,7 @@ import numpy as np
 from service.budget import MapChoice
 from service.dataplane import (
     ATTENTION,
+    OCCLUSION,
     OPTIONAL_OUTPUTS,
     ROLLOUT,
     SELF_ATTENTION,
@@ -28,14 +29,17 @@ from service.dataplane import (
 from service.errors import InvalidInput
 from service.protocols import codec, tensors
 
-OUTPUTS = ("label", "probabilities", "attention", "lengths", "tokens", "offsets", "self_attention", "rollout")
+OUTPUTS = (
+    "label", "probabilities", "attention", "lengths", "tokens", "offsets", "self_attention", "rollout", "occlusion",
+)  # fmt: skip
 DEFAULT_OUTPUTS = ("label", "probabilities", "attention", "lengths")
 INPUTS = ("text", "text_pair", "input_ids", "attention_mask")
 ID_TYPES = ("INT32", "INT64")
 REQUEST_PARAMETERS = {
     "attention", "binary_data_output", "timeout", "timeout_ms", "truncate", "priority", "layers", "heads",
+    "explain", "occlusion_window", "target",
 }  # fmt: skip
-ATTENTION_OUTPUTS = (ATTENTION, SELF_ATTENTION, ROLLOUT)
+ATTENTION_OUTPUTS = (ATTENTION, SELF_ATTENTION, ROLLOUT, OCCLUSION)
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,12 @@ def decode_infer(body: Any, binary: bytes, model: str, version: int | None) -> D
     outputs = _requested_outputs(fields.get("outputs"), binary_default)
     wanted = _wanted(outputs, parameters)
     maps = codec.decode_maps(parameters) if "layers" in parameters or "heads" in parameters else MapChoice()
-    request = InferenceRequest(
-        model, version, items, wanted, bool(parameters.get("truncate", False)), _timeout(parameters), source, maps
-    )
+    explained, occlusion = codec.decode_explanation(parameters)
+    if explained:
+        wanted = (wanted if wanted is not None else frozenset({codec.DEFAULT})) | explained
+    timeout = _timeout(parameters)
+    truncate = bool(parameters.get("truncate", False))
+    request = InferenceRequest(model, version, items, wanted, truncate, timeout, source, maps, occlusion)
     return DecodedInfer(request, outputs, request_id, binary_default)
 
 
@@ -299,6 +306,7 @@ BUILDERS = {
     "attention": _padded,
     "self_attention": _padded,
     "rollout": _padded,
+    "occlusion": _padded,
 }
 
 

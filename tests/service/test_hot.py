@@ -30,7 +30,9 @@ def test_the_front_takes_exactly_the_inference_routes(client: TestClient) -> Non
     patterns = sorted(route.pattern.pattern for route in hot_routes.routes)
     assert patterns == [
         "^/v1/models/(?P<name>[^/]+)/labels/(?P<label>[^/]+):predict$",
+        "^/v1/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+):explain$",
         "^/v1/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+):predict$",
+        "^/v1/models/(?P<name>[^/]+):explain$",
         "^/v1/models/(?P<name>[^/]+):predict$",
         "^/v2/models/(?P<name>[^/]+)/infer$",
         "^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer$",

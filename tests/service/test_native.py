@@ -125,6 +125,7 @@ def test_status_and_metadata_look_like_tf_serving(client: TestClient) -> None:
         "offsets",
         "self_attention",
         "rollout",
+        "occlusion",
     }
     assert metadata["attention_serve"]["providers"] == ["CPUExecutionProvider"]
     assert metadata["attention_serve"]["metrics"]["macro_f1"] > 0.7
