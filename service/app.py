@@ -79,6 +79,7 @@ def build_state(settings: Settings) -> AppState:
             settings.max_text_chars,
             settings.request_timeout_s,
             settings.max_explanation_values,
+            settings.max_occlusion_tokens,
         ),
     )
     telemetry = Telemetry(metrics, settings.log_requests)

@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 past it).")
     max_instances: int = Field(256, ge=1, description="Most sequences in one request.")
     max_text_chars: int = Field(20_000, ge=1, description="Longest text, in characters.")
+    max_occlusion_tokens: int = Field(
+        256,
+        ge=1,
+        description=(
+            "Most tokens (or occlusion windows) of one text an occlusion leaves out one at a time; past it, 400. "
+            "Each counts as a sequence against MAX_INSTANCES and the queue."
+        ),
+    )
     max_explanation_values: int = Field(
         4 << 20,
         ge=1,

@@ -227,3 +227,57 @@ def write_folder(
     document["sha256"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
     (folder / "model.json").write_text(json.dumps(document))
     return folder
+
+
+def bag_of_words(pushes: dict[int, tuple[int, float]]) -> onnx.ModelProto:
+    """A classifier whose answer a test controls: the mean over the real tokens of each token's logits, then softmax.
+    ``pushes``: token id → (class, logit); every other token is neutral. No attention outputs."""
+    table = np.zeros((VOCAB, CLASSES), np.float32)
+    for token, (label, value) in pushes.items():
+        table[token, label] = value
+    make = helper.make_node
+    nodes = [
+        make("Gather", ["table", "input_ids"], ["logits_each"]),
+        make("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        make("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+        make("Mul", ["logits_each", "mask3"], ["kept"]),
+        make("ReduceSum", ["kept", "axis1"], ["total"], keepdims=0),
+        make("ReduceSum", ["maskf", "axis1"], ["count"], keepdims=1),
+        make("Div", ["total", "count"], ["logits"]),
+        make("Softmax", ["logits"], ["probabilities"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")
+    ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", CLASSES])]
+    constants = {"table": table, "axis1": np.array([1], np.int64), "axis2": np.array([2], np.int64)}
+    initializers = [numpy_helper.from_array(value, name) for name, value in constants.items()]
+    model = helper.make_model(
+        helper.make_graph(nodes, "bag", inputs, outputs, initializers), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_bag_of_words(root: Path, pushes: dict[int, tuple[int, float]], name: str = "bag") -> Path:
+    """A version folder of ``bag_of_words`` with the bundled tokenizer."""
+    folder = root / name / "1"
+    folder.mkdir(parents=True)
+    model = bag_of_words(pushes)
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    shutil.copy(BUNDLED / "tokenizer.json", folder / "tokenizer.json")
+    signature = {
+        "inputs": {"token_ids": "input_ids", "mask": "attention_mask"},
+        "outputs": {"probabilities": "probabilities", "attention": None, "self_attention": None},
+        "attention_source": None,
+        "padding": "mask",
+        "text": {"origin": "tokenizer"},
+    }
+    document = {
+        "format": 1, "name": name, "version": 1, "labels": LABELS, "max_sequence_length": 64, "vocab_size": VOCAB,
+        **_io(model), "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"}, "signature": signature,
+    }  # fmt: skip
+    document["sha256"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    (folder / "model.json").write_text(json.dumps(document))
+    return folder
