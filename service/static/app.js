@@ -3,31 +3,39 @@
  * The attention viewer of attention-serve. It uses the public API only:
  *   GET  v1/models                                   models, versions, labels, and the attention each one gives
  *   POST v1/models/{name}[/versions/{v}]:predict     {"instances": [...], "parameters": {"attention": "all"}}
- * Every colour comes from one sequential scale, ColorBrewer "Blues" (matplotlib's "Blues", which
+ * Attention and rollout are shaded on one sequential scale, ColorBrewer "Blues" (matplotlib's "Blues", which
  * `python -m service.picture` uses too), stretched from the smallest (or 0) to the largest weight shown.
+ * "What changed the prediction" (occlusion: the predicted class's probability minus its probability without the
+ * token) is signed, so it is shaded on a diverging scale, ColorBrewer "RdBu": blue pushed toward the predicted
+ * class, red against it, white nothing, symmetric around 0 (the largest absolute value sets both ends).
  * By default tokens are shaded by rollout over the smallest-to-largest range: on the bundled model the pooling
  * weights of one text differ by a factor of only 1.2-2, so a 0-to-max scale paints every token nearly alike,
  * while rollout singles out the words that decide (exact weights are on hover and focus either way).
  */
 (() => {
   const BLUES = ["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"];
-  const RAMP = BLUES.map((hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)));
-  const SHADE_ORDER = ["rollout", "attention"];
+  const RDBU = ["#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7", "#d1e5f0", "#92c5de", "#4393c3", "#2166ac"];
+  const rgbOf = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const RAMP = BLUES.map(rgbOf);
+  const DIVERGING = RDBU.map(rgbOf);
+  const SHADE_ORDER = ["rollout", "attention", "occlusion"];
   const SVG = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const view = { models: [], model: null, texts: [], rows: [], preferred: "rollout", shade: "rollout", stretch: true, heat: null };
 
   function shadeName(kind) {
     if (kind === "rollout") return "rollout";
-    return view.model?.attention?.source === "received" ? "received attention" : "pooling attention";
+    if (kind === "occlusion") return "what changed the prediction";
+    const source = view.model?.attention?.source;
+    return source === "received" ? "received attention" : source === "cls" ? "[CLS] attention" : "pooling attention";
   }
 
   // ---- colour scale ----
 
-  function colour(t) {
-    const x = Math.min(Math.max(t, 0), 1) * (RAMP.length - 1);
-    const i = Math.min(Math.floor(x), RAMP.length - 2);
-    return RAMP[i].map((c, k) => Math.round(c + (RAMP[i + 1][k] - c) * (x - i)));
+  function colour(t, ramp = RAMP) {
+    const x = Math.min(Math.max(t, 0), 1) * (ramp.length - 1);
+    const i = Math.min(Math.floor(x), ramp.length - 2);
+    return ramp[i].map((c, k) => Math.round(c + (ramp[i + 1][k] - c) * (x - i)));
   }
 
   const css = (rgb) => `rgb(${rgb.join(" ")})`;
@@ -39,7 +47,12 @@
     return 1.05 / (l + 0.05) > (l + 0.05) / 0.05;
   }
 
-  function scaleFor(values) {
+  function scaleFor(values, kind) {
+    if (kind === "occlusion") {
+      // Signed: symmetric around 0, so white means "changed nothing" whatever the range.
+      const top = values.reduce((a, b) => Math.max(a, Math.abs(b)), 0) || 1;
+      return { lo: -top, hi: top, diverging: true, at: (v) => 0.5 + v / (2 * top) };
+    }
     const hi = values.reduce((a, b) => Math.max(a, b), -Infinity);
     const lo = view.stretch ? values.reduce((a, b) => Math.min(a, b), Infinity) : 0;
     return { lo, hi, at: (v) => (hi > lo ? (v - lo) / (hi - lo) : 1) };
@@ -47,11 +60,17 @@
 
   const fmt = (w) => (w === 0 || Math.abs(w) >= 0.0005 ? w.toFixed(4) : w.toExponential(1));
 
-  function legend(node, scale) {
+  function legend(node, scale, label) {
     const [lo, hi] = [fmt(scale.lo), fmt(scale.hi)];
-    node.replaceChildren(el("span", "legend-value", lo), el("span", "legend-bar"), el("span", "legend-value", hi));
+    if (scale.diverging) {
+      const bar = el("span", "legend-bar diverging");
+      node.replaceChildren(el("span", "legend-value", `${lo} against`), bar, el("span", "legend-value", `${hi} toward ${label}`));
+      node.setAttribute("aria-label", `Colour scale: red against ${label} (${lo}), white no change, blue toward it (${hi})`);
+    } else {
+      node.replaceChildren(el("span", "legend-value", lo), el("span", "legend-bar"), el("span", "legend-value", hi));
+      node.setAttribute("aria-label", `Colour scale: lightest ${fmt(scale.lo)}, darkest ${fmt(scale.hi)}`);
+    }
     node.setAttribute("role", "img");
-    node.setAttribute("aria-label", `Colour scale: lightest ${fmt(scale.lo)}, darkest ${fmt(scale.hi)}`);
     return node;
   }
 
@@ -155,7 +174,11 @@
     const version = $("version").value;
     const versioned = version ? `/versions/${encodeURIComponent(version)}` : "";
     const path = `v1/models/${encodeURIComponent(name)}${versioned}:predict`;
-    const parameters = { attention: "all", ...($("truncate").checked ? { truncate: true } : {}) };
+    const parameters = {
+      attention: "all",
+      ...($("truncate").checked ? { truncate: true } : {}),
+      ...($("occlusion").checked ? { explain: "occlusion" } : {}),
+    };
     $("submit").disabled = true;
     $("results").setAttribute("aria-busy", "true");
     try {
@@ -204,11 +227,11 @@
     const title = el("div", "card-title");
     title.append(el("h3", "", `Sequence ${index + 1}`), el("span", "badge", row.label));
     head.append(title, probabilities(row));
-    const scale = view.shade ? scaleFor(row[view.shade]) : null;
+    const scale = view.shade ? scaleFor(row[view.shade], view.shade) : null;
     const foot = el("div", "card-foot");
     const shading = view.shade ? `shaded by ${shadeName(view.shade)}` : "this model returns no attention";
     foot.append(el("span", "muted", `${row.tokens.length} tokens · ${shading}`));
-    if (scale) foot.append(legend(el("div", "legend"), scale));
+    if (scale) foot.append(legend(el("div", "legend"), scale, row.label));
     card.append(head, tokenText(row, text, index, scale), foot);
     if (row.truncated) {
       card.append(el("p", "note", "Truncated: the greyed text is past the model's maximum length and was not read."));
@@ -264,7 +287,7 @@
     }
     if (view.shade) {
       const weight = row[view.shade][i];
-      const rgb = colour(scale.at(weight));
+      const rgb = colour(scale.at(weight), scale.diverging ? DIVERGING : RAMP);
       if (prefersLightText(rgb)) span.classList.add("light");
       span.style.setProperty("--shade", css(rgb));
       span.dataset.weight = weight;
@@ -375,6 +398,7 @@
 
   function onReady() {
     document.documentElement.style.setProperty("--ramp", `linear-gradient(to right, ${BLUES.join(", ")})`);
+    document.documentElement.style.setProperty("--diverging", `linear-gradient(to right, ${RDBU.join(", ")})`);
     $("query").addEventListener("submit", explain);
     $("model").addEventListener("change", fillVersions);
     $("text").addEventListener("keydown", (event) => {

@@ -168,3 +168,17 @@ def test_the_seeds_served_attention_peaks_on_the_deciding_word(server: RunningSe
     hits = np.mean([peak in ("alpha", "bravo", "charlie") for peak in peaks])
     assert hits >= 0.9, peaks  # measured 1.0
     assert np.mean([row["label"] == label for row, label in zip(rows, samples.labels, strict=True)]) >= 0.95
+
+
+def test_occlusions_top_token_is_the_needle_through_the_real_server(server: RunningServer) -> None:
+    """Occlusion removes each token in turn through the batcher: the one whose removal changes the answer most is
+    the planted word that decides the label."""
+    from model_export.data import needle_task
+
+    samples = needle_task(100, seed=321)
+    peaks = []
+    for text in samples.texts:  # one text per request: each costs its tokens in variants
+        (row,) = predict(server, "seed", [text], attention="none", explain="occlusion")
+        peaks.append(row["tokens"][int(np.argmax(row["occlusion"]))])
+    hits = np.mean([peak in ("alpha", "bravo", "charlie") for peak in peaks])
+    assert hits >= 0.95, peaks

@@ -142,7 +142,7 @@ def test_keyboard_reaches_every_control_and_tokens_announce_their_weight(page: P
 
     page.focus("#text")
     order = []
-    for _ in range(12):  # bounded: the first token is the eighth stop after the text
+    for _ in range(12):  # bounded: the first token is the ninth stop after the text
         page.keyboard.press("Tab")
         focused = page.evaluate(
             "(e => e.id || (e.name && `${e.name}=${e.value}`) || e.className || e.tagName)(document.activeElement)"
@@ -150,7 +150,8 @@ def test_keyboard_reaches_every_control_and_tokens_announce_their_weight(page: P
         order.append(focused)
         if focused.startswith("token"):
             break
-    assert order[:-1] == ["model", "version", "truncate", "SUMMARY", "submit", "shade=rollout", "scale=stretch"]
+    stops = ["model", "version", "truncate", "occlusion", "SUMMARY", "submit", "shade=rollout", "scale=stretch"]
+    assert order[:-1] == stops
     assert order[-1].startswith("token")
 
     token = page.locator(":focus")
@@ -222,3 +223,23 @@ def test_each_line_is_a_sequence_and_the_heatmap_follows_the_chosen_one(page: Pa
     weights = cells.evaluate_all("rects => rects.map(r => +r.dataset.weight)")
     flat = [w for query in expected[1]["self_attention"][0][0] for w in query]
     assert weights == pytest.approx(flat, abs=1e-7)
+
+
+def test_what_changed_the_prediction_is_shaded_on_a_diverging_scale(page: Page, server: RunningServer) -> None:
+    """The third shading: each token's occlusion value, blue toward the predicted class, red against it, white 0."""
+    text = "The crew was wonderful but the delay was terrible"
+    (expected,) = predict(server, [text], explain="occlusion").json()["predictions"]
+    explain(page, text)
+    page.get_by_role("radio", name="What changed the prediction").check()
+    data = token_data(page)
+    assert [float(d["occlusion"]) for d in data] == pytest.approx(expected["occlusion"], abs=1e-6)
+    values = expected["occlusion"]
+    strongest = max(range(len(values)), key=lambda i: abs(values[i]))
+    red, _, blue = (int(v) for v in re.findall(r"\d+", data[strongest]["background"])[:3])
+    assert (blue > red) == (values[strongest] > 0)  # blue toward the class, red against it
+    neutral = min(range(len(values)), key=lambda i: abs(values[i]))
+    assert luminance(data[neutral]["background"]) > luminance(data[strongest]["background"])  # near 0: near white
+    legend = page.locator("#sequences .card-foot .legend").first
+    expect(legend).to_contain_text("against")
+    expect(legend).to_contain_text(f"toward {expected['label']}")
+    assert f"what changed the prediction {data[0]['occlusion'][:4]}" in data[0]["tip"]
