@@ -28,6 +28,7 @@ class Explanation:
     rollout: np.ndarray | None  # (T,)
     self_attention: np.ndarray | None  # (layers, heads, T, T)
     truncated: bool
+    occlusion: np.ndarray | None = None  # (T,): the predicted class's probability minus it without each token
 
 
 def predict_path(model: str, version: str | None) -> str:
@@ -44,6 +45,7 @@ def parse_prediction(payload: Any, model: str, version: str, text: str) -> Expla
         attention = np.asarray(row["attention"], dtype=np.float64)
         rollout = np.asarray(row["rollout"], dtype=np.float64) if "rollout" in row else None
         matrices = np.asarray(row["self_attention"], dtype=np.float64) if "self_attention" in row else None
+        occlusion = np.asarray(row["occlusion"], dtype=np.float64) if "occlusion" in row else None
         probabilities = {str(label): float(p) for label, p in row["probabilities"].items()}
         label, truncated = str(row["label"]), bool(row.get("truncated", False))
     except (KeyError, IndexError, TypeError, ValueError) as error:
@@ -53,10 +55,13 @@ def parse_prediction(payload: Any, model: str, version: str, text: str) -> Expla
         attention.shape == (length,)
         and (rollout is None or rollout.shape == (length,))
         and (matrices is None or (matrices.ndim == 4 and matrices.shape[2:] == (length, length)))
+        and (occlusion is None or occlusion.shape == (length,))
     )
     if not length or not shapes_fit:
         raise PictureError("the service's answer has attention that does not match its tokens")
-    return Explanation(model, version, text, label, probabilities, tokens, attention, rollout, matrices, truncated)
+    return Explanation(
+        model, version, text, label, probabilities, tokens, attention, rollout, matrices, truncated, occlusion
+    )
 
 
 def fetch_explanation(
@@ -68,9 +73,14 @@ def fetch_explanation(
     api_key: str | None = None,
     truncate: bool = False,
     timeout_s: float = 30.0,
+    occlusion: bool = True,
 ) -> Explanation:
-    """Ask the service for one text's prediction with pooling attention, self-attention and rollout."""
-    body = {"instances": [text], "parameters": {"attention": "all", "truncate": truncate}}
+    """Ask the service for one text's prediction with pooling attention, self-attention, rollout and (unless
+    ``occlusion`` is False) what changed the prediction."""
+    parameters: dict[str, object] = {"attention": "all", "truncate": truncate}
+    if occlusion:
+        parameters["explain"] = "occlusion"
+    body = {"instances": [text], "parameters": parameters}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         endpoint = url.rstrip("/") + predict_path(model, version)

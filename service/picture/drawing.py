@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure, SubFigure
 
 COLOURS = "Blues"  # ColorBrewer's sequential blues, as on the /ui page
+DIVERGING = "RdBu"  # ColorBrewer's red-white-blue for what changed the prediction: blue toward the class, red against
 ANNOTATE_MOST = 24  # write the weights in the token strips up to this many tokens
 
 
@@ -46,25 +47,29 @@ def draw_strips(where: SubFigure, explanation: Explanation, ticks: Ticks) -> Non
     rows = [("pooling attention", explanation.attention)]
     if explanation.rollout is not None:
         rows.append(("rollout", explanation.rollout))
+    if explanation.occlusion is not None:
+        rows.append((f"what changed it\n(toward {explanation.label})", explanation.occlusion))
     axes = where.subplots(len(rows), 1, squeeze=False)[:, 0]
     positions = list(range(0, len(explanation.tokens), ticks.step))
     labels = [shorten(explanation.tokens[i], LABEL_CHARS) for i in positions]
     for ax, (name, weights) in zip(axes, rows, strict=True):
-        top = float(weights.max())
-        image = ax.imshow(weights[None, :], cmap=COLOURS, vmin=0.0, vmax=top, aspect="auto")
+        signed = name.startswith("what changed")
+        top = (float(np.abs(weights).max()) or 1.0) if signed else float(weights.max())
+        low, colours = (-top, DIVERGING) if signed else (0.0, COLOURS)
+        image = ax.imshow(weights[None, :], cmap=colours, vmin=low, vmax=top, aspect="auto")
         ax.set_yticks([0], [name], fontsize=10)
         ax.set_xticks(positions, labels, fontsize=ticks.size, rotation=ticks.rotation, parse_math=False)
         ax.tick_params(length=0)
         if len(weights) <= ANNOTATE_MOST:
-            annotate(ax, weights, top)
+            annotate(ax, np.abs(weights) if signed else weights, top, weights)
         where.colorbar(image, ax=ax, pad=0.01, fraction=0.025, aspect=6, format="%.3g")
 
 
-def annotate(ax: Axes, weights: np.ndarray, top: float) -> None:
-    """Write each weight in its cell, white on the dark part of the scale."""
-    for i, weight in enumerate(weights):
+def annotate(ax: Axes, strength: np.ndarray, top: float, shown: np.ndarray) -> None:
+    """Write each value (``shown``) in its cell, white where the colour is dark (``strength`` near ``top``)."""
+    for i, (weight, value) in enumerate(zip(strength, shown, strict=True)):
         dark = top > 0 and weight / top > 0.55
-        ax.text(i, 0, f"{weight:.3f}", ha="center", va="center", fontsize=8, color="white" if dark else "#1b1f24")
+        ax.text(i, 0, f"{value:.3f}", ha="center", va="center", fontsize=8, color="white" if dark else "#1b1f24")
 
 
 def draw_heatmaps(where: SubFigure, tokens: Sequence[str], matrices: np.ndarray) -> None:

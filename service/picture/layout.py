@@ -76,6 +76,6 @@ def layout_for(explanation: Explanation) -> Layout:
     panel = panel_inches(len(tokens))
     width = max(heads * (panel + 0.35) + 1.8, 9.0)
     ticks = tick_layout(tokens, width - 2.6)
-    rows = 1 if explanation.rollout is None else 2
+    rows = 1 + (explanation.rollout is not None) + (explanation.occlusion is not None)
     strips = rows * (0.7 + ticks.extent_in(tokens)) + 0.4  # each: cells, labels and a gap; then the quoted text
     return Layout(width, strips, layers * (panel + 0.55), ticks)

@@ -16,6 +16,7 @@ from service.picture.layout import layout_for, shorten, tick_layout, title_of
 from tests.conftest import ROOT
 
 DARKEST_BLUE = (8, 48, 107)  # the top of ColorBrewer "Blues", the scale's maximum
+RDBU_BLUE = (5, 48, 97)  # the blue end of matplotlib's "RdBu": what pushed hardest toward the class
 
 
 def row(length: int = 4, layers: int = 2, heads: int = 3, explain: bool = True) -> dict[str, object]:
@@ -32,6 +33,7 @@ def row(length: int = 4, layers: int = 2, heads: int = 3, explain: bool = True) 
     if explain:
         answer["self_attention"] = (matrices / matrices.sum(-1, keepdims=True)).tolist()
         answer["rollout"] = np.full(length, 1 / length).tolist()
+        answer["occlusion"] = np.linspace(-0.2, 0.5, length).tolist()
     return answer
 
 
@@ -56,9 +58,12 @@ def test_parse_prediction_keeps_every_output_with_its_shape() -> None:
     assert parsed.self_attention.shape == (2, 3, 5, 5)
     assert (parsed.model, parsed.version, parsed.label) == ("sentiment", "3", "positive")
     assert list(parsed.probabilities) == ["negative", "neutral", "positive"]
+    assert parsed.occlusion is not None
+    assert parsed.occlusion.shape == (5,)
     plain = parse_prediction({"predictions": [row(explain=False)]}, "m", "1", "x")
     assert plain.self_attention is None
     assert plain.rollout is None
+    assert plain.occlusion is None
 
 
 @pytest.mark.parametrize(
@@ -121,6 +126,8 @@ def test_save_png_writes_the_picture_it_reports(tmp_path: Path, explain: bool) -
     # Every scale runs from 0 to the largest weight shown, so its top colour appears in the picture.
     assert (np.abs(pixels.astype(int) - DARKEST_BLUE).max(axis=1) <= 2).any()
     assert len(np.unique(pixels, axis=0)) > 50
+    # What changed the prediction is symmetric around 0: its largest value (0.5) takes the blue end.
+    assert (np.abs(pixels.astype(int) - RDBU_BLUE).max(axis=1) <= 2).any() == explain
 
 
 def test_the_serving_path_never_imports_matplotlib_or_this_module() -> None:
