@@ -23,3 +23,39 @@ def attention_rollout(self_attention: np.ndarray, pooling: np.ndarray) -> np.nda
     relevance = pooling.astype(np.float64) @ flow
     rollout: np.ndarray = (relevance / relevance.sum()).astype(np.float32)
     return rollout
+
+
+# ---- faithfulness (ERASER: DeYoung et al., 2020), the same code the benchmark scores every explanation with ----
+
+FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)  # ERASER's bins: the top 1, 5, 10, 20 and 50 % of tokens
+
+
+def top_positions(scores: np.ndarray, fraction: float, candidates: np.ndarray) -> np.ndarray:
+    """The ``fraction`` (at least one) of ``candidates`` with the highest ``scores``, highest first."""
+    count = max(1, round(fraction * len(candidates)))
+    order = candidates[np.argsort(-scores[candidates], kind="stable")]
+    selected: np.ndarray = order[:count]
+    return selected
+
+
+def erased(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The sequence without ``positions`` (comprehensiveness: is the prediction lost without the rationale?)."""
+    keep = np.ones(len(ids), bool)
+    keep[positions] = False
+    kept: np.ndarray = ids[keep]
+    return kept
+
+
+def only(ids: np.ndarray, positions: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """The sequence reduced to ``positions`` and the ``fixed`` ones (special tokens), in order (sufficiency: is the
+    rationale alone enough?)."""
+    keep = np.zeros(len(ids), bool)
+    keep[positions] = True
+    keep[fixed] = True
+    kept: np.ndarray = ids[keep]
+    return kept
+
+
+def aopc(base: float, changed: np.ndarray) -> float:
+    """Area over the perturbation curve: the mean drop of the class's probability over the bins."""
+    return float(np.mean(base - changed))

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from service.explain import attention_rollout
+from service.explain import FRACTIONS, aopc, attention_rollout, erased, only, top_positions
 
 
 def test_rollout_of_self_attending_layers_is_the_pooling_attention() -> None:
@@ -28,3 +29,24 @@ def test_rollout_is_a_distribution_over_tokens() -> None:
     assert rollout.shape == (6,)
     assert np.all(rollout >= 0)
     assert abs(float(rollout.sum()) - 1.0) < 1e-5
+
+
+def test_top_positions_ranks_candidates_only_and_keeps_at_least_one() -> None:
+    scores = np.array([9.0, 0.1, 0.7, 0.3, 0.5, 9.0])  # 0 and 5 are special tokens: never ranked
+    candidates = np.array([1, 2, 3, 4])
+    assert top_positions(scores, 0.5, candidates).tolist() == [2, 4]
+    assert top_positions(scores, 0.01, candidates).tolist() == [2]
+    assert top_positions(scores, 1.0, candidates).tolist() == [2, 4, 3, 1]
+
+
+def test_erased_and_only_are_complements_around_the_special_tokens() -> None:
+    ids = np.array([101, 7, 8, 9, 102])
+    top = np.array([2, 3])
+    assert erased(ids, top).tolist() == [101, 7, 102]
+    assert only(ids, top, np.array([0, 4])).tolist() == [101, 8, 9, 102]
+
+
+def test_aopc_is_the_mean_drop_over_the_bins() -> None:
+    assert aopc(0.9, np.array([0.5, 0.7, 0.9])) == pytest.approx(0.2)
+    assert aopc(0.5, np.array([0.6])) == pytest.approx(-0.1)
+    assert len(FRACTIONS) == 5
