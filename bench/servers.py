@@ -163,6 +163,11 @@ def resident_bytes(server: RunningServer) -> int:
     return sum(_rss_of(pid) for pid in [server.process.pid, *_children(server.process.pid)])
 
 
+def worker_pids(server: RunningServer) -> set[int]:
+    """The worker processes (the children; the process itself where it has none)."""
+    return set(_children(server.process.pid)) or {server.process.pid}
+
+
 def worker_resident_bytes(server: RunningServer) -> list[int]:
     """Resident memory of each worker process (the children; the process itself where it has none)."""
     children = _children(server.process.pid)

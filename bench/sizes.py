@@ -168,6 +168,7 @@ def _over_http(size: str, folder: Path, points: list[Point], seconds: int, out: 
     spec = servers.service_spec(f"service {size}", repository=repository, model=model, settings={"models": model})
     with servers.running([spec], out) as (service,):
         idle, peak = servers.resident_bytes(service), [0]
+        idle_worker = max(servers.worker_resident_bytes(service))
         with sampling(service, peak):
             for point in points:
                 texts = texts_of(folder, point.tokens)
@@ -175,7 +176,12 @@ def _over_http(size: str, folder: Path, points: list[Point], seconds: int, out: 
                 point.http["service c1"] = http(service, out, "c1", texts, 1, seconds)
                 point.http["service all c1"] = http(service, out, "all", texts, 1, seconds, _all(folder, point.tokens))
         for point in points:
-            point.memory = {"idle_mib": round(idle / 2**20), "peak_mib": round(peak[0] / 2**20)}
+            point.memory = {
+                "idle_mib": round(idle / 2**20),
+                "idle_worker_mib": round(idle_worker / 2**20),
+                "model_file_mib": round(graphs(folder)["tf2onnx"].stat().st_size / 2**20),
+                "peak_mib": round(peak[0] / 2**20),
+            }
     naive = servers.naive_spec(f"naive {size}", model_dir=folder, model=model)
     with servers.running([naive], out) as (baseline,):
         for point in points:
@@ -196,11 +202,11 @@ def table(points: list[Point]) -> str:
     head = (
         "| size | T | raw tf2onnx b8 | raw lean b8 | lean / tf2onnx | lean INT8 / tf2onnx | service c=8 | "
         "service c=8 / raw lean b8 | service c=1 p99 ms | raw lean b1 | service all c=1: req/s, p99 ms | naive c=8 | "
-        "service / naive | idle, peak MiB |"
+        "service / naive | idle MiB (server; a worker; model.onnx) | peak MiB |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for p in points:
-        raw, h = p.raw, p.http
+        raw, h, m = p.raw, p.http, p.memory
         tf2onnx, lean = raw["tf2onnx b8"], raw.get("lean b8", raw["tf2onnx b8"])
         service, naive = h.get("service c8", {}).get("rps", 0.0), h.get("naive c8", {}).get("rps", 0.0)
         explained = h.get("service all c1", {})
@@ -210,7 +216,8 @@ def table(points: list[Point]) -> str:
             str(h.get("service c1", {}).get("p99_ms", 0)), f"{raw.get('lean b1', raw['tf2onnx b1']):.1f}",
             f"{explained.get('rps', 0)}, {explained.get('p99_ms', 0)}", f"{naive:.1f}",
             f"{service / naive:.2f}x" if naive else "-",
-            f"{p.memory.get('idle_mib', 0)}, {p.memory.get('peak_mib', 0)}",
+            f"{m.get('idle_mib', 0)}; {m.get('idle_worker_mib', 0)}; {m.get('model_file_mib', 0)}",
+            str(m.get("peak_mib", 0)),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     points: list[Point] = []
     for size in args.sizes.split(","):
-        folder = BUNDLED / "sentiment" / "1" if size == "bundled" else _imported(size, args.out)
+        folder = BUNDLED / "sentiment" / "1" if size == "bundled" else imported(size, args.out)
         points += measure(size, folder, args.lengths, args.duration, args.out)
     (args.out / "sizes.json").write_text(json.dumps([asdict(p) for p in points], indent=2) + "\n")
     (args.out / "sizes.md").write_text(table(points) + "\n")
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _imported(size: str, out: Path) -> Path:
+def imported(size: str, out: Path) -> Path:
     """The size's model imported into ``out/repository`` (built and imported once)."""
     existing = sorted((out / "repository" / size).glob("[0-9]*"), key=lambda p: int(p.name))
     if existing:

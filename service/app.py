@@ -50,6 +50,7 @@ def build_state(settings: Settings) -> AppState:
         RuntimeOptions(
             providers=tuple(settings.providers) if settings.providers else None,
             intra_op_threads=settings.threads,
+            large_model_threads=settings.large_model_threads,
             inter_op_threads=settings.inter_op_threads,
             optimization_level=settings.optimization_level,
             io_binding=settings.io_binding,

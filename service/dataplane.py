@@ -163,6 +163,7 @@ def _facts(served: ServedVersion) -> dict[str, object]:
         "vocab_size": spec.vocab_size,
         "variant": spec.variant,
         "providers": list(model.providers),
+        "graphs": {"lean": model.lean is not None, "intra_op_threads": model.threads},
         "loaded_at": served.loaded_at,
         "signature": spec.signature.describe(),
         "attention_outputs": sorted(available_outputs(served) - {OCCLUSION}),

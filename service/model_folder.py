@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from model_format.document import (
@@ -101,7 +101,8 @@ def load_folder(
         spec = read_spec(read_document(folder), name, version, variant)
         lean = (spec.lean_file,) if spec.lean_file else ()
         check_hashes(folder, spec.document, (spec.model_file, spec.tokenizer_file, *lean))
-        model = _open(folder, spec, options, warm_batch)
+        parameters = (folder / str(spec.document["files"]["model"])).stat().st_size // 4
+        model = _open(folder, spec, replace(options, intra_op_threads=options.threads_for(parameters)), warm_batch)
         tokenizer = load_tokenizer(folder, spec, model.id_dtype)
     except (FormatError, RuntimeLoadError) as exc:
         raise ModelFolderError(str(exc)) from exc
@@ -111,5 +112,4 @@ def load_folder(
         model.warm_up(warm_batch, lengths)
     except Exception as exc:
         raise ModelFolderError(f"warm-up inference failed: {type(exc).__name__}") from exc
-    parameters = (folder / str(spec.document["files"]["model"])).stat().st_size // 4
     return LoadedFolder(spec, model, tokenizer, parameters)

@@ -95,6 +95,11 @@ class OnnxModel:
         return "cpu" if self.providers[0] == "CPUExecutionProvider" else "cuda"
 
     @property
+    def threads(self) -> int:
+        """ONNX Runtime intra-op threads of the version's sessions (0: ONNX Runtime's default)."""
+        return self._options.intra_op_threads
+
+    @property
     def outputs(self) -> list[TensorSpec]:
         """The tensors of the first graph opened (the lean one where the version has it)."""
         first = self.lean or self._explaining

@@ -32,6 +32,8 @@ OPTIMIZATION_LEVELS = {
 }
 TYPE_NAMES = {"tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float)": "float32"}
 SHRINK_AFTER_ELEMENTS = 1 << 22  # a run producing more output values than this (16 MB of float32) shrinks the arena
+# From this many parameters a batch's compute dwarfs a thread hand-off: a lone request should have every core.
+LARGE_MODEL_PARAMETERS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class RuntimeOptions:
     """Session settings; ``providers`` None means the best available."""
 
     providers: tuple[str, ...] | None = None
-    intra_op_threads: int = 0
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default
+    large_model_threads: int = 0  # > 0: the intra-op threads of a model of LARGE_MODEL_PARAMETERS or more
     inter_op_threads: int = 1
     optimization_level: str = "all"
     io_binding: bool = True
@@ -47,6 +50,13 @@ class RuntimeOptions:
     require_provider: bool = False
     allow_spinning: bool = False
     memory_arena: bool = True
+
+    def threads_for(self, parameters: int) -> int:
+        """Intra-op threads for a model of ``parameters``: ``large_model_threads`` for a large one where set (a lone
+        request on it must not leave a core idle), else ``intra_op_threads``."""
+        if self.large_model_threads and parameters >= LARGE_MODEL_PARAMETERS:
+            return self.large_model_threads
+        return self.intra_op_threads
 
 
 @dataclass(frozen=True)

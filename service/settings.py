@@ -59,7 +59,12 @@ class Settings(BaseSettings):
         False, description="Refuse to load a version (so: not ready) unless the first requested provider is used."
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="ONNX Runtime intra-op threads (0: the usable cores divided by the workers)."
+        0,
+        ge=0,
+        description=(
+            "ONNX Runtime intra-op threads of each model (0: every usable core for a model of 5M parameters or more, "
+            "so that a lone request uses them all; the usable cores divided by the workers for a smaller one)."
+        ),
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
     allow_spinning: bool = Field(
@@ -186,6 +191,11 @@ class Settings(BaseSettings):
     def threads(self) -> int:
         """Intra-op threads to use: the setting, or this process's share of the cores it may run on."""
         return self.intra_op_threads or max(1, usable_cores() // max(self.workers, 1))
+
+    @property
+    def large_model_threads(self) -> int:
+        """Intra-op threads of a large model: the setting, or every core this process may run on."""
+        return self.intra_op_threads or usable_cores()
 
     def worker_count(self, accelerated: bool) -> int:
         """``workers``, or when 0: one process per usable core (a cgroup CPU limit counts), as one event loop

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from service import sessions
+from service.model_folder import load_folder
+from service.sessions import LARGE_MODEL_PARAMETERS, RuntimeOptions
 from service.settings import Settings
+from tests.service.graphs import TinyGraph, write_folder
 
 
 def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +63,22 @@ def test_the_grpc_port_is_its_own() -> None:
     assert Settings(grpc_port=0).grpc_port == 0  # gRPC off
     with pytest.raises(ValidationError, match="grpc_port and port must differ"):
         Settings(port=9000, grpc_port=9000)
+
+
+def test_a_large_model_gets_every_core_and_a_small_one_its_workers_share() -> None:
+    cores = len(os.sched_getaffinity(0))
+    settings = Settings(workers=64)
+    options = RuntimeOptions(intra_op_threads=settings.threads, large_model_threads=settings.large_model_threads)
+    assert options.threads_for(LARGE_MODEL_PARAMETERS - 1) == 1
+    assert options.threads_for(LARGE_MODEL_PARAMETERS) == cores
+    fixed = Settings(workers=2, intra_op_threads=3)
+    options = RuntimeOptions(intra_op_threads=fixed.threads, large_model_threads=fixed.large_model_threads)
+    assert options.threads_for(1) == options.threads_for(10**9) == 3
+
+
+def test_a_version_opens_with_the_threads_its_size_calls_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_folder(tmp_path, TinyGraph())
+    options = RuntimeOptions(intra_op_threads=1, large_model_threads=2)
+    assert load_folder(folder, "tiny", 1, options, "fp32", 2).model.threads == 1
+    monkeypatch.setattr(sessions, "LARGE_MODEL_PARAMETERS", 10)  # the tiny graph is "large" now
+    assert load_folder(folder, "tiny", 1, options, "fp32", 2).model.threads == 2
