@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,14 +91,36 @@ def build_lean(imported: Imported, explaining: bytes, cases: Sequence[Feeds]) ->
         if not any(fused.values()):
             notes.append(f"nothing to fuse ({', '.join(kinds)})")
             continue
+        proto, optimizer = _optimized(proto, notes)
         data = proto.SerializeToString()
         try:
             parity = verify_parity(reference, data, cases)
         except Exception as exc:  # a rewrite that changes answers (or that ONNX Runtime refuses) is dropped
             notes.append(f"fusing {' and '.join(kinds)} changed the answers: {str(exc)[:160]}")
             continue
-        return Lean(data, fused, parity.max_abs_diff, notes)
+        return Lean(data, fused | optimizer, parity.max_abs_diff, notes)
     return Lean(None, notes=notes)
+
+
+def _optimized(proto: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """ONNX Runtime's transformer optimizer over the rewritten graph: with our layer norms and attention in place,
+    its patterns match (residual + LayerNorm → ``SkipLayerNormalization``, bias + GELU → ``FastGelu``/``BiasGelu``,
+    ...). Offline fusions only (``opt_level=0``): ONNX Runtime applies its own graph optimizations at load. The
+    fusions it made, by operator; none where it fails (the rewritten graph is kept, the note says why)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    level = logging.getLogger("onnxruntime.transformers").level
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)  # "producer not matched" and the like
+    try:
+        optimized = optimize_model(proto, model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+    except Exception as exc:  # the optimizer is a tool of heuristics: any failure leaves our rewrite as it is
+        notes.append(f"ONNX Runtime's transformer optimizer failed: {type(exc).__name__}: {str(exc)[:120]}")
+        return proto, {}
+    finally:
+        logging.getLogger("onnxruntime.transformers").setLevel(level)
+    stats = optimized.get_fused_operator_statistics()
+    ours = ("Attention", "LayerNormalization")  # counted by the rewrite (the optimizer recounts what is left)
+    return optimized.model, {f"optimizer {op}": n for op, n in stats.items() if n and op not in ours}
 
 
 def _convert(imported: Imported) -> tuple[onnx.ModelProto, list[Mark]]:

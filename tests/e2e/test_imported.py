@@ -142,8 +142,12 @@ def test_the_page_renders_each_imported_model(
     )
     if layers_heads is None:
         expect(rollout).to_be_disabled()
-        expect(page.locator("#sequences .card-foot")).to_contain_text("this model returns no attention")
+        # no attention to shade by, but occlusion explains any model
+        expect(page.locator("#sequences .card-foot")).to_contain_text("shaded by what changed the prediction")
         expect(page.locator("#matrix-missing")).to_be_visible()
+        page.uncheck("#occlusion")
+        page.click("#submit")
+        expect(page.locator("#sequences .card-foot")).to_contain_text("this model returns no attention")
         assert console == []  # no script error or warning
         return
     expect(rollout).to_be_checked()
