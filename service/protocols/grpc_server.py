@@ -21,10 +21,11 @@ import os
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.protocols.deps import AppState
+from service.protocols.grpc_handlers import CheckedMethods
 from service.protocols.grpc_v2 import SERVICE_NAME, Context, InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,11 @@ class GrpcServer:
         """Bind (``RuntimeError`` if the port cannot be had) and start serving."""
         settings = self.state.settings
         server = grpc.aio.server(options=self.options())
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.state), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        methods = CheckedMethods(server)  # requests that do not parse: INVALID_ARGUMENT, not gRPC's UNKNOWN
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.state), methods)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, methods)
+        services = (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
         self.port = server.add_insecure_port(address(settings.host, settings.grpc_port))
         await server.start()
         self._server, self._loop = server, asyncio.get_running_loop()
