@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="TCP port of the gRPC API (Open Inference Protocol); 0 turns gRPC off."
     )
+    grpc_own_loop: bool = Field(
+        True,
+        description=(
+            "Run the gRPC server on an event loop of its own, in its own thread; requests cross to the app's loop "
+            "only to be batched (false: gRPC shares the HTTP server's loop and RPCs reach the batcher one by one)."
+        ),
+    )
     workers: int = Field(
         0,
         ge=0,

@@ -1,5 +1,6 @@
-"""The gRPC server of one worker: ``grpc.aio`` on the event loop the HTTP server runs (uvloop), started and
-stopped in the app's lifespan, so one worker owns one set of models whichever protocol a request takes.
+"""The gRPC server of one worker: ``grpc.aio`` on an event loop of its own in its own thread (``grpc_own_loop``,
+see ``grpc_loop``) or on the loop the HTTP server runs, started and stopped in the app's lifespan, so one worker
+owns one set of models whichever protocol a request takes.
 
 Besides the inference service it serves ``grpc.health.v1`` (service "" and ``inference.GRPCInferenceService``:
 the server's readiness; a model's name: that model's) for Kubernetes ``grpc:`` probes, and server reflection
@@ -26,6 +27,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.protocols.deps import AppState
 from service.protocols.grpc_handlers import CheckedMethods
+from service.protocols.grpc_loop import AppLoop, LoopThread
 from service.protocols.grpc_v2 import SERVICE_NAME, Context, InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ class GrpcServer:
         self.health = Health(state)
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop gRPC runs on
+        self._thread: LoopThread | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
 
@@ -88,10 +91,24 @@ class GrpcServer:
 
     async def start(self) -> None:
         """Bind (``RuntimeError`` if the port cannot be had) and start serving."""
+        app = AppLoop(asyncio.get_running_loop())
+        if not self.state.settings.grpc_own_loop:
+            await self._start(app)
+            return
+        self._thread = LoopThread("grpc")
+        self._thread.start()
+        try:
+            await self._thread.run(self._start(app))
+        except BaseException:
+            await self._thread.stop()
+            self._thread = None
+            raise
+
+    async def _start(self, app: AppLoop) -> None:
         settings = self.state.settings
         server = grpc.aio.server(options=self.options())
         methods = CheckedMethods(server)  # requests that do not parse: INVALID_ARGUMENT, not gRPC's UNKNOWN
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.state), methods)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.state, app), methods)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, methods)
         services = (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
@@ -111,6 +128,13 @@ class GrpcServer:
         """Stop taking RPCs, let those in flight finish (bounded by the graceful shutdown time)."""
         if self._server is None:
             return
+        if self._thread is None:
+            await self._stop_task()
+            return
+        await self._thread.run(self._drained())
+        await self._thread.stop()
+
+    async def _drained(self) -> None:
         await self._stop_task()
 
     def _stop_task(self) -> asyncio.Task[None]:

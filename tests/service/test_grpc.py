@@ -30,11 +30,12 @@ from tests.service.grpc_helpers import (
 TEXTS = ["I love this car", "the seats are terrible and the ride is bumpy"]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcApp]:
+@pytest.fixture(scope="module", params=[True, False], ids=["own-loop", "shared-loop"])
+def app(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GrpcApp]:
+    """The gRPC server on its own loop (the default) and on the HTTP server's loop: every test passes on both."""
     root = tmp_path_factory.mktemp("grpc") / "repository"
     add_version(root, 1)
-    with grpc_app(root) as running:
+    with grpc_app(root, grpc_own_loop=request.param) as running:
         yield running
 
 
@@ -232,6 +233,7 @@ def test_repository_rpcs_need_the_admin_token(secured: GrpcApp) -> None:
 def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> None:
     """Without SO_REUSEPORT (one worker) a port already taken fails the start instead of being shared silently."""
     import socket
+    import threading
 
     from fastapi.testclient import TestClient
 
@@ -244,6 +246,9 @@ def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> No
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        app = create_app(settings_for(root, grpc_port=taken.getsockname()[1]))
-        with pytest.raises(RuntimeError), TestClient(app):
-            pass
+        for own_loop in (True, False):
+            running = set(threading.enumerate())
+            app = create_app(settings_for(root, grpc_port=taken.getsockname()[1], grpc_own_loop=own_loop))
+            with pytest.raises(RuntimeError), TestClient(app):
+                pass
+            assert not [t for t in threading.enumerate() if t.name == "grpc" and t not in running]  # no loop left
