@@ -1,6 +1,7 @@
 """One request three ways, for the protocol benchmarks: a batch of texts or of token ids as the native REST API's
 JSON, the Open Inference Protocol's v2 REST JSON, and a gRPC ``ModelInferRequest`` (binary tensors in
-``raw_input_contents``). Each asks for the API's default outputs.
+``raw_input_contents``). Each asks for the API's default outputs, or with ``attention`` (the service's extension,
+e.g. "all") for those attention outputs too: the self-attention maps make the answers large.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def length_prefixed(texts: list[str]) -> bytes:
     return b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in texts)
 
 
-def grpc_message(items: Items) -> bytes:
+def grpc_message(items: Items, attention: str | None = None) -> bytes:
     request = pb.ModelInferRequest(model_name=MODEL)
+    if attention:
+        request.parameters["attention"].string_param = attention
     if isinstance(items, np.ndarray):
         request.inputs.add(name="input_ids", datatype="INT64", shape=list(items.shape))
         request.raw_input_contents.append(items.astype("<i8").tobytes())
@@ -48,17 +51,18 @@ def grpc_message(items: Items) -> bytes:
     return bytes(request.SerializeToString())
 
 
-def v2_json(items: Items) -> bytes:
+def v2_json(items: Items, attention: str | None = None) -> bytes:
     if isinstance(items, np.ndarray):
         tensor = {"name": "input_ids", "datatype": "INT64", "shape": list(items.shape), "data": items.ravel().tolist()}
     else:
         tensor = {"name": "text", "datatype": "BYTES", "shape": [len(items)], "data": items}
-    return orjson.dumps({"inputs": [tensor]})
+    return orjson.dumps({"inputs": [tensor], **({"parameters": {"attention": attention}} if attention else {})})
 
 
-def native_json(items: Items) -> bytes:
-    return orjson.dumps({"instances": items.tolist() if isinstance(items, np.ndarray) else items})
+def native_json(items: Items, attention: str | None = None) -> bytes:
+    body = {"instances": items.tolist() if isinstance(items, np.ndarray) else items}
+    return orjson.dumps({**body, **({"parameters": {"attention": attention}} if attention else {})})
 
 
-def bodies(items: Items) -> Bodies:
-    return Bodies(native_json(items), v2_json(items), grpc_message(items))
+def bodies(items: Items, attention: str | None = None) -> Bodies:
+    return Bodies(native_json(items, attention), v2_json(items, attention), grpc_message(items, attention))

@@ -60,6 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-request", type=numbers, default=[1, 16], help="sequences per call (default 1,16)")
     parser.add_argument("--inputs", default=None, help="ids,text (default both; quick: ids)")
     parser.add_argument("--ids-length", type=int, default=64, help="token ids per sequence (default 64)")
+    parser.add_argument("--attention", help='attention outputs asked for besides the defaults, e.g. "all"')
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a service setting")
     parser.add_argument("--out", type=Path, help="folder for results.json, results.md, bodies and the server log")
     parser.add_argument("--strict", action="store_true", help="exit with 1 when a target is missed")
@@ -90,7 +91,7 @@ def write_cases(args: argparse.Namespace, work: Path) -> tuple[list[Case], dict[
             items: oip.Items = (
                 oip.id_rows(samples, n, args.ids_length) if kind == "ids" else [s.text for s in samples[:n]]
             )
-            bodies = oip.bodies(items)
+            bodies = oip.bodies(items, args.attention)
             files = {"native REST": work / f"native-{kind}-{n}.json", "v2 REST": work / f"v2-{kind}-{n}.json"}
             files["gRPC"] = work / f"grpc-{kind}-{n}.bin"
             files["native REST"].write_bytes(bodies.native)
@@ -186,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     method = (
         f"h2load -t1 for every API (REST: --h1; gRPC: HTTP/2), {args.rounds} round(s) of {args.duration} s per "
         f"point, the APIs taking turns (order reversed every other round); medians. ids: {args.ids_length} real "
-        f"token ids per sequence; text: the first corpus texts ({text_tokens}). Settings: "
+        f"token ids per sequence; text: the first corpus texts ({text_tokens}). Attention asked for: "
+        f"{args.attention or 'the defaults'}. Settings: "
         f"{', '.join(args.setting) or 'defaults'}. The load generator shares the cores with the server."
     )
     found = findings(summaries)
