@@ -27,11 +27,11 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="TCP port of the gRPC API (Open Inference Protocol); 0 turns gRPC off."
     )
-    grpc_own_loop: bool = Field(
-        True,
+    grpc_server: Literal["process", "thread", "loop"] = Field(
+        "process",
         description=(
-            "Run the gRPC server on an event loop of its own, in its own thread; requests cross to the app's loop "
-            "only to be batched (false: gRPC shares the HTTP server's loop and RPCs reach the batcher one by one)."
+            "Where gRPC runs: 'process', a front process per worker that relays each call to it (gRPC's own work "
+            "off the worker's GIL); 'thread', an event loop of its own in the worker; 'loop', the HTTP server's loop."
         ),
     )
     workers: int = Field(

@@ -4,7 +4,7 @@ INVALID_ARGUMENT.
 gRPC parses a request before any handler runs, and a message that does not parse as the method's request type
 fails there with UNKNOWN ("Unexpected DecodeError"), gRPC's twin of a 500. Here each method's parser returns a
 marker instead of raising, and the handler, wrapped, answers the marker with INVALID_ARGUMENT. The generated
-``add_*_to_server`` functions register into a ``CheckedMethods`` standing in for the server.
+``add_*_to_server`` functions register into a ``MethodTable`` standing in for the server.
 """
 
 from __future__ import annotations
@@ -94,16 +94,24 @@ def checked_handler(handler: Handler) -> Handler:
     return replaced
 
 
-class CheckedMethods:
-    """Stands in for the server while generated code registers a service; registers it checked."""
+class MethodTable:
+    """Stands in for a server while generated code registers services; keeps every method's checked handler."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.server = server
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, Handler]] = {}
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         pass  # the same methods come again through add_registered_method_handlers, where they can be checked
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
-        checked = {name: checked_handler(handler) for name, handler in handlers.items()}
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, checked),))
-        self.server.add_registered_method_handlers(service, checked)
+        self.services[service] = {name: checked_handler(handler) for name, handler in handlers.items()}
+
+    def handler(self, path: str) -> Handler | None:
+        """The handler of ``/package.Service/Method``, if there is one."""
+        service, _, method = path.lstrip("/").partition("/")
+        return self.services.get(service, {}).get(method)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        for service, handlers in self.services.items():
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+            server.add_registered_method_handlers(service, handlers)
