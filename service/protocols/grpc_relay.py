@@ -93,20 +93,32 @@ Receiver = Callable[[Kind, int, bytes], None]
 
 
 class Relay(asyncio.Protocol):
-    """Frames in and out over one stream; each frame that arrives goes to ``receive(kind, call id, payload)``."""
+    """Frames in and out over one stream; each frame that arrives goes to ``receive(kind, call id, payload)``.
+
+    Frames sent during one pass of the event loop leave together at its end: one write (one system call) for the
+    answers of a whole batch, not one each.
+    """
 
     def __init__(self, receive: Receiver) -> None:
         self.receive = receive
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def send(self, kind: Kind, call_id: int = 0, payload: bytes = b"") -> None:
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing += (HEADER.pack(len(payload), kind, call_id), payload)
+
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(HEADER.pack(len(payload), kind, call_id) + payload)
+            self._transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -126,5 +138,8 @@ class Relay(asyncio.Protocol):
             self.closed.set_result(None)
 
     def close(self) -> None:
+        """Close once what was sent has left."""
+        if self._outgoing:
+            self._flush()
         if self._transport is not None:
             self._transport.close()
