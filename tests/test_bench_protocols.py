@@ -123,3 +123,16 @@ def test_a_tiny_run_measures_every_api_and_judges_the_targets(tmp_path: Path) ->
     assert all(s["errors"] == 0 and s["requests_per_s"] > 0 for s in results["summaries"])
     # Judged: p99 at c=1 only (no c=32 point, and no 2 × 1 point to hold 1 × 2 against).
     assert [t["name"] for t in results["targets"]] == ["gRPC p99 / native REST p99, ids, 1 seq/call, c=1"]
+
+
+def test_the_modes_table_has_one_column_per_server() -> None:
+    from bench.grpc_modes import table as modes_table
+
+    summaries = {
+        (mode, "32 × 1", api): summary(api, 1, 32, rate, 50.0)
+        for mode, rate in (("process", 900.0), ("thread", 600.0))
+        for api in ("gRPC", "native REST")
+    }
+    lines = modes_table(summaries, ["process", "thread"]).splitlines()
+    assert lines[0].count("req/s (p99 ms) · CPU ms/call · batch") == 2
+    assert lines[2] == "| 32 × 1 | gRPC | 900 (50.00) · 1.00 · 4.0 | 600 (50.00) · 1.00 · 4.0 |"
