@@ -14,7 +14,6 @@ ENV_PREFIX = "ATTENTION_SERVE_"
 MAX_WORKERS = 64
 VersionPolicy = Literal["latest", "all", "specific"]
 Variant = Literal["fp32", "optimized", "int8", "fp16"]
-GrpcServerKind = Literal["auto", "process", "thread", "loop"]
 
 
 class Settings(BaseSettings):
@@ -28,12 +27,12 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="TCP port of the gRPC API (Open Inference Protocol); 0 turns gRPC off."
     )
-    grpc_server: GrpcServerKind = Field(
-        "auto",
+    grpc_server: Literal["process", "thread", "loop"] = Field(
+        "process",
         description=(
             "Where gRPC runs: 'process', a front process per worker that relays each call to it (gRPC's own work "
-            "off the worker's GIL, on a core of its own); 'thread', an event loop of its own in the worker; 'loop', "
-            "the HTTP server's loop; 'auto': 'process' when there are more usable cores than workers, else 'thread'."
+            "off the worker's GIL: the most calls per second); 'thread', an event loop of its own in the worker; "
+            "'loop', the HTTP server's loop (no extra thread or process: the lowest latency for a lone call)."
         ),
     )
     workers: int = Field(
@@ -157,14 +156,6 @@ class Settings(BaseSettings):
     def threads(self) -> int:
         """Intra-op threads to use: the setting, or this process's share of the cores it may run on."""
         return self.intra_op_threads or max(1, usable_cores() // max(self.workers, 1))
-
-    @property
-    def grpc_mode(self) -> Literal["process", "thread", "loop"]:
-        """Where gRPC runs: the setting, or for 'auto' a front process when it has a core to itself (the workers
-        leave one free), else a thread (with one worker per core, a front only competes for the same cores)."""
-        if self.grpc_server != "auto":
-            return self.grpc_server
-        return "process" if usable_cores() > max(self.workers, 1) else "thread"
 
     def worker_count(self, accelerated: bool) -> int:
         """``workers``, or when 0: one process per usable core (a cgroup CPU limit counts), as one event loop

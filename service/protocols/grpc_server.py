@@ -1,11 +1,10 @@
 """The gRPC server of one worker, started and stopped in the app's lifespan, so one worker owns one set of models
 whichever protocol a request takes. Where gRPC itself runs is the setting ``grpc_server``:
 
-- ``process``: a front process of the worker's own (``grpc_front``) speaks gRPC and relays each call here
-  (``grpc_process``), where the same servicer answers it on the app's event loop;
+- ``process`` (default): a front process of the worker's own (``grpc_front``) speaks gRPC and relays each call
+  here (``grpc_process``), where the same servicer answers it on the app's event loop;
 - ``thread``: ``grpc.aio`` on an event loop of its own in a thread of the worker (``grpc_loop``);
-- ``loop``: ``grpc.aio`` on the loop the HTTP server runs;
-- ``auto`` (default): ``process`` when the workers leave a core free for the fronts, else ``thread``.
+- ``loop``: ``grpc.aio`` on the loop the HTTP server runs.
 
 Besides the inference service it serves ``grpc.health.v1`` (service "" and ``inference.GRPCInferenceService``:
 the server's readiness; a model's name: that model's) for Kubernetes ``grpc:`` probes, and server reflection
@@ -109,7 +108,7 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind (``RuntimeError`` if the port cannot be had) and start serving."""
         app = AppLoop(asyncio.get_running_loop())
-        mode = self.state.settings.grpc_mode
+        mode = self.state.settings.grpc_server
         if mode == "process":
             await self._start_front(app)
         elif mode == "loop":

@@ -20,8 +20,6 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from service import settings as settings_module
-from service.settings import Settings
 from tests.conftest import add_version
 from tests.service.grpc_helpers import (
     GrpcApp,
@@ -290,14 +288,3 @@ def test_a_front_process_that_dies_is_replaced(tmp_path: Path) -> None:
         assert answer.model_name == "sentiment"
         assert front_processes(port) not in ([], [front])
     assert front_processes(port) == []  # and the app's stop ended it
-
-
-@pytest.mark.parametrize(
-    ("workers", "cores", "mode"), [(1, 2, "process"), (0, 4, "process"), (2, 2, "thread"), (4, 4, "thread")]
-)
-def test_auto_runs_grpc_in_a_front_process_when_the_workers_leave_a_core_free(
-    monkeypatch: pytest.MonkeyPatch, workers: int, cores: int, mode: str
-) -> None:
-    monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
-    assert Settings(workers=workers).grpc_mode == mode
-    assert Settings(workers=workers, grpc_server="loop").grpc_mode == "loop"  # a choice is kept
