@@ -31,6 +31,14 @@ def wrk_version() -> str:
     return (out.stdout or out.stderr).splitlines()[0].split(" Copyright")[0] if (out.stdout or out.stderr) else "?"
 
 
+def h2load_version() -> str:
+    try:
+        out = subprocess.run(["h2load", "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "not installed"
+    return out.stdout.strip() or "?"
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -49,6 +57,7 @@ def facts() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "wrk": wrk_version(),
+        "h2load": h2load_version(),
         **versions,
         "load_average_at_start": load_average(),
     }

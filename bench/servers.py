@@ -50,9 +50,8 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}{path}" if path else None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process and its direct children (uvicorn workers)."""
-        pids = [self.process.pid, *_children(self.process.pid)]
-        return sum(_cpu_of(pid) for pid in pids)
+        """User + system CPU of the server process and all its descendants (uvicorn workers, gRPC fronts)."""
+        return sum(_cpu_of(pid) for pid in _descendants(self.process.pid))
 
 
 def service_spec(
@@ -185,8 +184,24 @@ def _rss_of(pid: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
+    """Children started by any thread of ``pid``."""
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
-    return [int(child) for child in text.split()]
+    children = []
+    for task in tasks:
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending += _children(current)
+    return found

@@ -31,7 +31,7 @@ from bench.corpus import Sample, build_bodies, load_samples, write_bodies
 from bench.grpc_load import GrpcPlan, run_grpc, write_requests
 from bench.harness import progress
 from bench.load import LoadResult, run_wrk, write_script
-from bench.protocols import grpc_message
+from bench.oip import grpc_message
 
 MODEL = servers.ROOT / "models" / "sentiment" / "1"
 GROWTH_LIMIT = 0.10

@@ -11,10 +11,12 @@ PYTHON=${PYTHON:-python3}
   'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["attention-serve"]["without-dependencies"])')
 # KServe's SDK lives in a virtualenv of its own (its gRPC messages clash with tritonclient's in one process).
 .venv/bin/python -m tests.e2e.kserve_env >/dev/null
-# The browser test drives Debian's Chromium (nothing downloads a browser).
-if ! command -v chromium >/dev/null 2>&1; then
+# The browser test drives Debian's Chromium (nothing downloads a browser); the protocol benchmark's test loads the
+# server with Debian's h2load (nghttp2-client).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium nghttp2-client >/dev/null
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -1,4 +1,4 @@
-"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC on the same loop) with the settings."""
+"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC on a loop of its own) with the settings."""
 
 from __future__ import annotations
 

@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="TCP port of the gRPC API (Open Inference Protocol); 0 turns gRPC off."
     )
+    grpc_server: Literal["process", "thread", "loop"] = Field(
+        "process",
+        description=(
+            "Where gRPC runs: 'process', a front process per worker that relays each call to it (gRPC's own work "
+            "off the worker's GIL: the most calls per second); 'thread', an event loop of its own in the worker; "
+            "'loop', the HTTP server's loop (no extra thread or process: the lowest latency for a lone call)."
+        ),
+    )
     workers: int = Field(
         0,
         ge=0,

@@ -1,5 +1,10 @@
-"""The gRPC server of one worker: ``grpc.aio`` on the event loop the HTTP server runs (uvloop), started and
-stopped in the app's lifespan, so one worker owns one set of models whichever protocol a request takes.
+"""The gRPC server of one worker, started and stopped in the app's lifespan, so one worker owns one set of models
+whichever protocol a request takes. Where gRPC itself runs is the setting ``grpc_server``:
+
+- ``process`` (default): a front process of the worker's own (``grpc_front``) speaks gRPC and relays each call
+  here (``grpc_process``), where the same servicer answers it on the app's event loop;
+- ``thread``: ``grpc.aio`` on an event loop of its own in a thread of the worker (``grpc_loop``);
+- ``loop``: ``grpc.aio`` on the loop the HTTP server runs.
 
 Besides the inference service it serves ``grpc.health.v1`` (service "" and ``inference.GRPCInferenceService``:
 the server's readiness; a model's name: that model's) for Kubernetes ``grpc:`` probes, and server reflection
@@ -21,10 +26,13 @@ import os
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.protocols.deps import AppState
+from service.protocols.grpc_handlers import MethodTable
+from service.protocols.grpc_loop import AppLoop, LoopThread
+from service.protocols.grpc_process import FrontProcess
 from service.protocols.grpc_v2 import SERVICE_NAME, Context, InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -56,11 +64,14 @@ class Health(health_aio.HealthServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service or model")
         return health_pb2.HealthCheckResponse(status=status)
 
+    def statuses(self) -> dict[str, int]:
+        """Every service a probe may ask for (the server, the inference service, each model) and its status."""
+        found = {service: self.status(service) for service in ("", SERVICE_NAME, *self.state.repository.names())}
+        return {service: status for service, status in found.items() if status is not None}
+
     async def sync(self) -> None:
-        for service in ("", SERVICE_NAME, *self.state.repository.names()):
-            status = self.status(service)
-            if status is not None:
-                await self.set(service, status)
+        for service, status in self.statuses().items():
+            await self.set(service, status)
 
 
 def address(host: str, port: int) -> str:
@@ -73,7 +84,9 @@ class GrpcServer:
         self.health = Health(state)
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._front: FrontProcess | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop gRPC runs on (the app's, with a front)
+        self._thread: LoopThread | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
 
@@ -85,13 +98,75 @@ class GrpcServer:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
 
+    def methods(self, app: AppLoop) -> MethodTable:
+        """The inference and health services (checked: requests that do not parse are INVALID_ARGUMENT)."""
+        methods = MethodTable()
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.state, app), methods)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, methods)
+        return methods
+
     async def start(self) -> None:
         """Bind (``RuntimeError`` if the port cannot be had) and start serving."""
+        app = AppLoop(asyncio.get_running_loop())
+        mode = self.state.settings.grpc_server
+        if mode == "process":
+            await self._start_front(app)
+        elif mode == "loop":
+            await self._start(app)
+        else:
+            self._thread = LoopThread("grpc")
+            self._thread.start()
+            try:
+                await self._thread.run(self._start(app))
+            except BaseException:
+                await self._thread.stop()
+                self._thread = None
+                raise
+
+    async def _start_front(self, app: AppLoop) -> None:
+        self._front = await self._new_front(app, self.state.settings.grpc_port)
+        self.port, self._loop = self._front.port, asyncio.get_running_loop()
+        self._sync = self._loop.create_task(self._tend_front(app))
+
+    async def _new_front(self, app: AppLoop, port: int) -> FrontProcess:
+        settings = self.state.settings
+        front = FrontProcess(
+            self.methods(app),
+            address(settings.host, port),
+            settings.max_body_bytes,
+            reuseport=settings.workers > 1,
+            log_level=settings.log_level,
+        )
+        await front.start()
+        front.push_health(self.health.statuses())
+        return front
+
+    async def _tend_front(self, app: AppLoop) -> None:
+        """Push health every second; start a new front if this one ended on its own (gRPC must not go quiet)."""
+        while True:
+            assert self._front is not None
+            front = self._front
+            await asyncio.wait((front.ended,), timeout=HEALTH_SYNC_S)
+            if not front.ended.done():
+                front.push_health(self.health.statuses())
+                continue
+            if front.stopping:
+                return
+            await front.stop(0)  # reap it
+            log.error("the gRPC front process ended (exit code %s); starting another", front.exit_code)
+            try:
+                self._front = await self._new_front(app, self.port)
+            except RuntimeError as error:
+                log.error("%s; retrying", error)
+                await asyncio.sleep(HEALTH_SYNC_S)
+
+    async def _start(self, app: AppLoop) -> None:
         settings = self.state.settings
         server = grpc.aio.server(options=self.options())
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.state), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        methods = self.methods(app)
+        services = (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
+        methods.register(server)
         self.port = server.add_insecure_port(address(settings.host, settings.grpc_port))
         await server.start()
         self._server, self._loop = server, asyncio.get_running_loop()
@@ -100,14 +175,31 @@ class GrpcServer:
         log.info("gRPC listening on %s (pid %d)", address(settings.host, self.port), os.getpid())
 
     def begin_stop(self) -> None:
-        """From the stop-signal handler (on the loop's thread): start the drain without waiting for it."""
+        """From the stop-signal handler (on the app loop's thread): start the drain without waiting for it."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._stop_task)
+            self._loop.call_soon_threadsafe(self._begin_stop)
+
+    def _begin_stop(self) -> None:
+        if self._front is not None:
+            self._front.begin_stop(self.state.settings.graceful_shutdown_s)
+        else:
+            self._stop_task()
 
     async def stop(self) -> None:
         """Stop taking RPCs, let those in flight finish (bounded by the graceful shutdown time)."""
-        if self._server is None:
-            return
+        if self._front is not None:
+            if self._sync is not None:
+                self._sync.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sync
+            await self._front.stop(self.state.settings.graceful_shutdown_s)
+        elif self._thread is not None:
+            await self._thread.run(self._drained())
+            await self._thread.stop()
+        elif self._server is not None:
+            await self._stop_task()
+
+    async def _drained(self) -> None:
         await self._stop_task()
 
     def _stop_task(self) -> asyncio.Task[None]:

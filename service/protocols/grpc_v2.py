@@ -4,6 +4,10 @@ Inference, metadata, readiness, Triton's ``ModelConfig`` and the repository RPCs
 REST). Requests count against the same admission limit, deadlines and metrics (``protocol="grpc"``) as REST; the
 client's gRPC deadline bounds the request's queueing like ``timeout_ms`` does. The RPCs the service does not offer
 (streaming, statistics, shared memory, trace and log settings) answer UNIMPLEMENTED.
+
+The servicer may run on an event loop other than the app's (``grpc_loop``): ``ModelInfer`` decodes and encodes on
+gRPC's loop and crosses to the app's loop only to be admitted and inferred; the other RPCs, rare and cheap, run
+their whole body there, so the admission count, the data plane and the repository are only touched by that loop.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -19,11 +23,13 @@ from pydantic import SecretStr
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from service.dataplane import InferenceRequest, InferenceResult
 from service.errors import InvalidInput, NotFound, ServiceError, quote
 from service.model_folder import valid_name
 from service.protocols import grpc_codec, model_config, repository_api, v2
 from service.protocols.deps import AppState
 from service.protocols.grpc_errors import status_code, trailers
+from service.protocols.grpc_loop import AppLoop
 from service.repository import ServedVersion
 from service.security import bearer_token, check_credential
 from service.telemetry import request_id
@@ -37,6 +43,7 @@ UNSUPPORTED = (
 )  # fmt: skip
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+Body = TypeVar("Body", bound=Callable[..., Coroutine[Any, Any, Any]])
 
 
 class NotOffered(ServiceError):
@@ -63,6 +70,22 @@ def answers(method: Handler) -> Handler:
     return handler  # type: ignore[return-value]
 
 
+def on_app_loop(method: Body) -> Body:
+    """The RPC's body runs on the app's event loop (the one that owns the data plane and the admission count)."""
+
+    @functools.wraps(method)
+    async def handler(self: InferenceServicer, request: Any, context: Context) -> Any:
+        return await self.app.run(method(self, request, context))
+
+    return handler  # type: ignore[return-value]
+
+
+async def admitted_infer(state: AppState, request: InferenceRequest) -> InferenceResult:
+    """On the app's loop: hold an admission place while the data plane answers the request."""
+    with state.admission.slot():  # after decoding: a request that is wrong is told so, not to retry
+        return await state.dataplane.infer(request)
+
+
 def credential(context: Context) -> str | None:
     """The key in the call's ``authorization: Bearer`` (or ``x-api-key``) metadata."""
     metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
@@ -81,8 +104,8 @@ def with_deadline(decoded: Any, remaining_s: float | None) -> Any:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Every RPC of Triton's ``GRPCInferenceService`` (a superset of KServe's) on one app's state."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, state: AppState, app: AppLoop) -> None:
+        self.state, self.app = state, app
 
     def _served(self, name: str, version: str) -> ServedVersion:
         if not valid_name(name):  # nothing by that name can be in the repository
@@ -100,10 +123,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.ServerLiveResponse(live=True)
 
     @answers
+    @on_app_loop
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.state.repository.ready)
 
     @answers
+    @on_app_loop
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         if not valid_name(request.name) or request.name not in self.state.repository.names():
             raise NotFound(f"unknown model {quote(request.name)}")
@@ -111,11 +136,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.ModelReadyResponse(ready=self.state.repository.model_ready(request.name, version))
 
     @answers
+    @on_app_loop
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
         with self.state.admission.slot():
             return pb.ServerMetadataResponse(**v2.server_document(self.state.settings))
 
     @answers
+    @on_app_loop
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         served = self._served(request.name, request.version)  # what the request gets wrong first, then capacity
         with self.state.admission.slot():
@@ -131,6 +158,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             )
 
     @answers
+    @on_app_loop
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
         served = self._served(request.name, request.version)
         with self.state.admission.slot():
@@ -148,12 +176,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             if name == "-":
                 raise NotFound(f"unknown model {quote(request.model_name)}")
             decoded = with_deadline(grpc_codec.decode_infer(request), context.time_remaining())
-            with state.admission.slot():  # after decoding: a request that is wrong is told so, not to retry
-                result = await state.dataplane.infer(decoded.request)
+            result = await self.app.run(admitted_infer(state, decoded.request))
             outcome.version = str(result.version)
             return grpc_codec.encode_infer(result, decoded)
 
     @answers
+    @on_app_loop
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
         self._admin(context)
         if request.repository_name:
@@ -163,6 +191,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
 
     @answers
+    @on_app_loop
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
@@ -175,6 +204,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.RepositoryModelLoadResponse()
 
     @answers
+    @on_app_loop
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:

@@ -1,4 +1,5 @@
-"""The real server's gRPC side: SIGTERM drains it like HTTP, and several workers all serve the one gRPC port."""
+"""The real server's gRPC side: SIGTERM drains it like HTTP, and several workers all serve the one gRPC port (each
+through its gRPC front process, by default)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def test_sigterm_lets_the_rpc_in_flight_finish_refuses_new_ones_then_exits(
 
 
 def worker_connections(workers: list[int], port: int) -> dict[int, int]:
-    """Established TCP connections to ``port`` held by each worker process (from /proc: socket inodes by fd)."""
+    """Established TCP connections to ``port`` held by each worker process or its gRPC front (a child of it), from
+    /proc: socket inodes by fd."""
     inodes: dict[str, int] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -82,11 +84,12 @@ def worker_connections(workers: list[int], port: int) -> dict[int, int]:
             if local_port == port and state == "01":  # 01: ESTABLISHED
                 inodes[fields[9]] = 0
     counts = dict.fromkeys(workers, 0)
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = fd.readlink().as_posix() if fd.is_symlink() else ""
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                counts[pid] += 1
+    for worker in workers:
+        for pid in (worker, *children_of(worker)):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = fd.readlink().as_posix() if fd.is_symlink() else ""
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    counts[worker] += 1
     return counts
 
 

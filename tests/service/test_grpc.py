@@ -3,6 +3,9 @@ reflection, credentials and the admin RPCs, with tritonclient's messages (and it
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import add_version
@@ -30,11 +34,12 @@ from tests.service.grpc_helpers import (
 TEXTS = ["I love this car", "the seats are terrible and the ride is bumpy"]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcApp]:
+@pytest.fixture(scope="module", params=["process", "thread", "loop"])
+def app(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GrpcApp]:
+    """gRPC in a front process (the default), on a loop of its own, on the HTTP server's loop: each test, each way."""
     root = tmp_path_factory.mktemp("grpc") / "repository"
     add_version(root, 1)
-    with grpc_app(root) as running:
+    with grpc_app(root, grpc_server=request.param) as running:
         yield running
 
 
@@ -232,6 +237,7 @@ def test_repository_rpcs_need_the_admin_token(secured: GrpcApp) -> None:
 def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> None:
     """Without SO_REUSEPORT (one worker) a port already taken fails the start instead of being shared silently."""
     import socket
+    import threading
 
     from fastapi.testclient import TestClient
 
@@ -244,6 +250,41 @@ def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> No
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        app = create_app(settings_for(root, grpc_port=taken.getsockname()[1]))
-        with pytest.raises(RuntimeError), TestClient(app):
-            pass
+        for where in ("process", "thread", "loop"):
+            running = set(threading.enumerate())
+            app = create_app(settings_for(root, grpc_port=taken.getsockname()[1], grpc_server=where))
+            with pytest.raises(RuntimeError), TestClient(app):
+                pass
+            assert not [t for t in threading.enumerate() if t.name == "grpc" and t not in running]  # no loop left
+
+
+def front_processes(port: int) -> list[int]:
+    """This process's gRPC front children serving ``port`` (from /proc; whichever thread started them)."""
+    found = []
+    tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
+    for child in (c for task in tasks for c in (task / "children").read_text().split()):
+        command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if b"service.protocols.grpc_front" in command and f"127.0.0.1:{port}".encode() in command:
+            found.append(int(child))
+    return found
+
+
+def test_a_front_process_that_dies_is_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    add_version(root, 1)
+    with grpc_app(root, grpc_server="process") as app:
+        port = int(app.address.rsplit(":", 1)[1])
+        (front,) = front_processes(port)
+        os.kill(front, signal.SIGKILL)
+        for _ in range(600):  # bounded wait for the worker to notice and start another front
+            try:
+                with grpc.insecure_channel(app.address) as channel:
+                    answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(text_request(TEXTS), timeout=5)
+                break
+            except grpc.RpcError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("gRPC never came back")
+        assert answer.model_name == "sentiment"
+        assert front_processes(port) not in ([], [front])
+    assert front_processes(port) == []  # and the app's stop ended it

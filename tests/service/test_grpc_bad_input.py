@@ -197,6 +197,35 @@ def test_a_message_over_the_body_limit_is_refused_by_grpc_itself(app: GrpcApp) -
     assert_clean(error, grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max")
 
 
+NOT_A_MESSAGE = {"garbage": b"\xff\xff\xff", "cut short": b"\x0a\x05ab", "bad wire type": b"\x0f\x00"}
+UNARY_METHODS = [
+    ("/inference.GRPCInferenceService/ModelInfer", "inference.ModelInferRequest"),
+    ("/inference.GRPCInferenceService/ModelMetadata", "inference.ModelMetadataRequest"),
+    ("/inference.GRPCInferenceService/ServerLive", "inference.ServerLiveRequest"),
+    ("/grpc.health.v1.Health/Check", "grpc.health.v1.HealthCheckRequest"),
+]
+
+
+@pytest.mark.parametrize("body", NOT_A_MESSAGE.values(), ids=NOT_A_MESSAGE.keys())
+@pytest.mark.parametrize(("method", "type_name"), UNARY_METHODS, ids=[m[0].rsplit("/", 1)[1] for m in UNARY_METHODS])
+def test_bytes_that_do_not_parse_are_invalid_argument(app: GrpcApp, method: str, type_name: str, body: bytes) -> None:
+    call = app.channel.unary_unary(method)  # no serializer or deserializer: the bytes go out as they are
+    assert_clean(rpc_error(call, body), INVALID, f"the request does not parse as {type_name}")
+
+
+def test_a_model_name_that_is_not_utf8_does_not_parse(app: GrpcApp) -> None:
+    call = app.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    assert_clean(rpc_error(call, b"\x0a\x02\xff\xfe"), INVALID, "does not parse as inference.ModelInferRequest")
+
+
+def test_streaming_methods_check_their_requests_too(app: GrpcApp) -> None:
+    watch = app.channel.unary_stream("/grpc.health.v1.Health/Watch")
+    assert_clean(rpc_error(lambda body: list(watch(body, timeout=10)), b"\xff"), INVALID, "does not parse")
+    reflection = app.channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    error = rpc_error(lambda body: list(reflection(iter([body]), timeout=10)), b"\xff")
+    assert_clean(error, INVALID, "does not parse as grpc.reflection.v1alpha.ServerReflectionRequest")
+
+
 @pytest.mark.parametrize(
     ("method", "request_", "code", "fragment"),
     [
@@ -218,6 +247,9 @@ def test_the_server_keeps_serving_after_all_of_it(app: GrpcApp) -> None:
     for _, build, _, _ in CASES:
         with pytest.raises(grpc.RpcError):
             app.stub.ModelInfer(build())
+    for body in NOT_A_MESSAGE.values():
+        with pytest.raises(grpc.RpcError):
+            app.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(body)
     assert app.stub.ModelInfer(text_request(["still here"])).model_name == "sentiment"
     metrics = app.http.get("/metrics").text
     assert 'protocol="grpc"' in metrics
