@@ -11,6 +11,8 @@ c=8 batches into) and batch 1, the service's session options, every core. Over H
 request): the service with its defaults at c=8 and c=1, the service with ``"attention": "all"`` at c=1 (or its
 largest map the explanation budget allows: the last layer's), and the naive FastAPI + ONNX Runtime endpoint at c=8.
 Resident memory is the server's, its workers summed: after warm-up (idle) and the largest seen while loaded (peak).
+Before each HTTP run, as many requests as its connections go at once and are waited for (``settle``): the run starts
+warm, on an idle server.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import os
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,8 +148,24 @@ def http(
     parameters: dict[str, object] | None = None,
 ) -> dict[str, float]:
     script = write_script(out)
+    settle(server.url, bodies(out / f"{name}.jsonl", texts, parameters), connections)
     result = run_wrk(server.url, script, bodies(out / f"{name}.jsonl", texts, parameters), connections, seconds, 60)
     return {"rps": round(result.ok_requests_per_s, 2), "p99_ms": round(result.p99_ms, 1), "errors": result.errors}
+
+
+def settle(url: str, body_path: Path, connections: int) -> None:
+    """Before a measured run: ``connections`` requests at once, each waited for. They warm the shape, and they queue
+    behind whatever the previous run left in flight (wrk stops without waiting for its answers: at 512 tokens on a
+    BERT-base model that backlog is seconds of compute), so the run starts on an idle server."""
+    body = body_path.read_text().splitlines()[0].encode()
+
+    def post(_: int) -> None:
+        request = urllib.request.Request(url, body, {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(post, range(connections)))
 
 
 def measure(size: str, folder: Path, lengths: list[int], seconds: int, out: Path) -> list[Point]:
