@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
@@ -42,6 +43,22 @@ class RunningServer:
             return self.process.wait(timeout=timeout)
         finally:
             self.log_file.close()
+
+
+def predict(
+    server: RunningServer, model: str, instances: list[Any], timeout_s: float = 60, **parameters: Any
+) -> list[dict[str, Any]]:
+    """Native REST ``:predict`` with every attention output (and ``parameters``); the predictions, checked 200."""
+    body = {"instances": instances, "parameters": {"attention": "all", **parameters}}
+    response = httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=timeout_s)
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()["predictions"]
+    return rows
+
+
+def probabilities(rows: list[dict[str, Any]]) -> np.ndarray:
+    """The predictions' probabilities as a (rows, classes) array, in label order."""
+    return np.array([list(row["probabilities"].values()) for row in rows])
 
 
 def start_server(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
@@ -18,7 +17,7 @@ from playwright.sync_api import Page, expect
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import BUNDLED
-from tests.e2e.conftest import RunningServer, start_server
+from tests.e2e.conftest import RunningServer, predict, probabilities, start_server
 from tests.model_export.hub_models import KINDS, PAIRS, TEXTS, HubModel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.export]
@@ -32,18 +31,6 @@ def server(hub_models: dict[str, HubModel], tmp_path_factory: pytest.TempPathFac
     running = start_server(repository, tmp_path_factory.mktemp("hub") / "server.log")
     yield running
     running.stop()
-
-
-def predict(server: RunningServer, kind: str, instances: list[Any], **parameters: Any) -> list[dict[str, Any]]:
-    body = {"instances": instances, "parameters": {"attention": "all", **parameters}}
-    response = httpx.post(f"{server.url}/v1/models/{kind}:predict", json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()["predictions"]
-    return rows
-
-
-def probabilities(rows: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([list(row["probabilities"].values()) for row in rows])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import RunningServer, start_server
+from tests.e2e.conftest import RunningServer, predict, probabilities, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.export]
 KINDS = ("seed", "mha", "text_vectorization", "logits", "saved_model", "no_attention")
@@ -39,18 +39,6 @@ def server(user_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
     running = start_server(repository, tmp_path_factory.mktemp("imported") / "server.log")
     yield running
     running.stop()
-
-
-def predict(server: RunningServer, kind: str, texts: list[str], **parameters: Any) -> list[dict[str, Any]]:
-    body = {"instances": texts, "parameters": {"attention": "all", **parameters}}
-    response = httpx.post(f"{server.url}/v1/models/{kind}:predict", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()["predictions"]
-    return rows
-
-
-def probabilities(rows: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([list(row["probabilities"].values()) for row in rows])
 
 
 @pytest.mark.parametrize("kind", KINDS)
