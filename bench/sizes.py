@@ -147,9 +147,9 @@ def http(
     seconds: int,
     parameters: dict[str, object] | None = None,
 ) -> dict[str, float]:
-    script = write_script(out)
-    settle(server.url, bodies(out / f"{name}.jsonl", texts, parameters), connections)
-    result = run_wrk(server.url, script, bodies(out / f"{name}.jsonl", texts, parameters), connections, seconds, 60)
+    script, body_path = write_script(out), bodies(out / f"{name}.jsonl", texts, parameters)
+    settle(server.url, body_path, connections)
+    result = run_wrk(server.url, script, body_path, connections, seconds, 60)
     return {"rps": round(result.ok_requests_per_s, 2), "p99_ms": round(result.p99_ms, 1), "errors": result.errors}
 
 
