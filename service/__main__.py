@@ -1,4 +1,5 @@
-"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC on a loop of its own) with the settings."""
+"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC in a front process per worker by default)
+with the settings."""
 
 from __future__ import annotations
 
