@@ -19,6 +19,7 @@ import tf2onnx
 from model_export import tf_ops  # registers the conversions tf2onnx lacks (exact GELU's Erfc)
 from model_export.feeds import Feeds, random_cases
 from model_export.model import AttentionClassifier
+from model_export.onnx_edits import rename_inputs
 from model_export.tokenization import PAD_ID
 from model_format.signature import Signature, read_signature, trained_signature
 
@@ -107,9 +108,7 @@ def store_once(proto: onnx.ModelProto) -> None:
         return
     del graph.initializer[:]
     graph.initializer.extend(unique)
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            node.input[position] = renamed.get(name, name)
+    rename_inputs(graph, renamed)
     nodes = [*reshapes, *graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
@@ -131,10 +130,7 @@ def _weights_as_initializers(proto: onnx.ModelProto, weights: Sequence[Any]) -> 
     kept = [value for value in graph.input if not value.name.startswith(WEIGHT)]
     del graph.input[:]
     graph.input.extend(kept)
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name in renamed:
-                node.input[position] = renamed[name]
+    rename_inputs(graph, renamed)
 
 
 def signature_of(model: AttentionClassifier) -> Signature:

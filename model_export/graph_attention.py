@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from model_export.onnx_edits import rename_inputs
 from model_format.signature import ATTENTION, PROBABILITIES, SELF_ATTENTION, Signature
 
 SUM_TOLERANCE = 1e-3
@@ -100,10 +101,7 @@ def _reads_first(proto: onnx.ModelProto, last: str, probe: Mapping[str, np.ndarr
     halved = _node(nodes, "Mul", [tail, _constant(graph, "half", np.float32(0.5))], "halved")
     moved = _node(nodes, "Add", [halved, _constant(graph, "bump", np.float32(0.1))], "moved")
     replaced = _node(nodes, "Concat", [head, moved], "replaced", axis=-2)
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name == last:
-                node.input[position] = replaced
+    rename_inputs(graph, {last: replaced})
     for output in graph.output:
         if output.name == last:
             return False  # the map itself is an output: nothing to learn

@@ -35,6 +35,7 @@ from onnx import helper
 
 from model_export.export import Feeds, check_graph, convert, verify_parity
 from model_export.graph import Imported, forward
+from model_export.onnx_edits import rename_inputs
 from model_format.document import LEAN_FILE
 from model_format.signature import ATTENTION, PROBABILITIES, SELF_ATTENTION, Signature
 
@@ -319,10 +320,7 @@ def _replace(graph: onnx.GraphProto, old: str, nodes: list[onnx.NodeProto], tens
     """The fused nodes produce a new tensor (returned); everything that read ``old`` reads it (the old nodes go
     dead)."""
     new = nodes[-1].output[0]
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name == old:
-                node.input[position] = new
+    rename_inputs(graph, {old: new})
     for output in graph.output:
         if output.name == old:
             nodes.append(helper.make_node("Identity", [new], [old]))
