@@ -28,19 +28,17 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from service.lifecycle import stop_with_parent
 from service.logs import configure_logging
 from service.protocols.grpc_handlers import MethodTable
 from service.protocols.grpc_relay import Call, Kind, Relay, Reply, decode_reply, encode_call, encode_json
+from service.protocols.grpc_setup import HEALTH_SERVICE, new_server, stop_grace
 
 log = logging.getLogger("service.protocols.grpc_server")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-HEALTH_SERVICE: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 CREDENTIALS = ("authorization", "x-api-key")
-NO_LIMIT_S = 365 * 24 * 3600.0
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -142,17 +140,9 @@ class Front:
             self.stop_grace.set_result(float(json.loads(payload)["grace_s"]))
 
     def server(self) -> grpc.aio.Server:
-        options = [
-            ("grpc.max_receive_message_length", self.args.max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 1 if self.args.reuseport else 0),
-        ]
-        server = grpc.aio.server(options=options)
         methods = MethodTable()  # health and reflection requests that do not parse: INVALID_ARGUMENT
         health_pb2_grpc.add_HealthServicer_to_server(self.health, methods)
-        services = (SERVICE.full_name, HEALTH_SERVICE, reflection.SERVICE_NAME)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
-        methods.register(server)
+        server = new_server(methods, SERVICE.full_name, self.args.max_message_bytes, self.args.reuseport)
         handler = grpc.method_handlers_generic_handler(SERVICE.full_name, inference_methods(self.calls))
         server.add_generic_rpc_handlers((handler,))
         return server
@@ -179,7 +169,7 @@ class Front:
             await server.stop(None)
             return
         grace = self.stop_grace.result()
-        await server.stop(grace if grace >= 1 else NO_LIMIT_S)  # as uvicorn's timeout_graceful_shutdown
+        await server.stop(stop_grace(grace))
         log.info("gRPC stopped")
         relay.send(Kind.STOPPED)
         relay.close()

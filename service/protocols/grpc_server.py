@@ -26,21 +26,19 @@ import os
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.protocols.deps import AppState
 from service.protocols.grpc_handlers import MethodTable
 from service.protocols.grpc_loop import AppLoop, LoopThread
 from service.protocols.grpc_process import FrontProcess
+from service.protocols.grpc_setup import new_server, stop_grace
 from service.protocols.grpc_v2 import SERVICE_NAME, Context, InferenceServicer
 
 log = logging.getLogger(__name__)
 SERVING: int = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
-HEALTH_SERVICE: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 HEALTH_SYNC_S = 1.0
-NO_LIMIT_S = 365 * 24 * 3600.0  # uvicorn waits without limit when the graceful shutdown time is under a second
 
 
 class Health(health_aio.HealthServicer):  # type: ignore[misc]
@@ -89,14 +87,6 @@ class GrpcServer:
         self._thread: LoopThread | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
-
-    def options(self) -> list[tuple[str, int]]:
-        settings = self.state.settings
-        return [
-            ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-        ]
 
     def methods(self, app: AppLoop) -> MethodTable:
         """The inference and health services (checked: requests that do not parse are INVALID_ARGUMENT)."""
@@ -162,11 +152,7 @@ class GrpcServer:
 
     async def _start(self, app: AppLoop) -> None:
         settings = self.state.settings
-        server = grpc.aio.server(options=self.options())
-        methods = self.methods(app)
-        services = (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
-        methods.register(server)
+        server = new_server(self.methods(app), SERVICE_NAME, settings.max_body_bytes, settings.workers > 1)
         self.port = server.add_insecure_port(address(settings.host, settings.grpc_port))
         await server.start()
         self._server, self._loop = server, asyncio.get_running_loop()
@@ -213,7 +199,7 @@ class GrpcServer:
             self._sync.cancel()
         await self.health.enter_graceful_shutdown()
         grace = self.state.settings.graceful_shutdown_s
-        await self._server.stop(grace if grace >= 1 else NO_LIMIT_S)  # as uvicorn's timeout_graceful_shutdown
+        await self._server.stop(stop_grace(grace))
         log.info("gRPC stopped")
 
     async def _sync_forever(self) -> None:
