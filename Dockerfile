@@ -21,6 +21,12 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 # ---------------------------------------------------------------------------------------------------------------------
 # cpu: build the virtual environment, then copy it into a clean image.
 FROM ${PYTHON_IMAGE} AS cpu-build
+# The native gRPC front's compiler and gRPC's C++ library (native/build.sh links them in; this stage is discarded).
+# Unpinned: Debian drops superseded package versions from its archive; the base image tag fixes the release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ pkg-config libgrpc++-dev \
+    && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHON=/opt/venv/bin/python
 RUN python -m venv /opt/venv
@@ -28,6 +34,9 @@ WORKDIR /src
 COPY deploy/install.sh deploy/install.sh
 COPY deploy/requirements/cpu.txt deploy/requirements/cpu.txt
 RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh cpu --deps-only
+# gRPC's front process in C++ (GRPC_SERVER=auto finds it on the PATH under this name).
+COPY native/build.sh native/grpc_front.cc native/
+RUN native/build.sh && install -m 0755 native/build/grpc_front /opt/venv/bin/attention-serve-grpc-front
 COPY pyproject.toml README.md ./
 COPY service service
 COPY model_export model_export
@@ -112,7 +121,7 @@ FROM gpu-base AS gpu-build
 # Unpinned for the same reason as in gpu-base; this stage is discarded.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv ca-certificates \
+    && apt-get install -y --no-install-recommends python3-venv ca-certificates g++ pkg-config libgrpc++-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHON=/opt/venv/bin/python
@@ -121,6 +130,9 @@ WORKDIR /src
 COPY deploy/install.sh deploy/install.sh
 COPY deploy/requirements/gpu.txt deploy/requirements/gpu.txt
 RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install.sh gpu --deps-only
+# gRPC's front process in C++ (GRPC_SERVER=auto finds it on the PATH under this name).
+COPY native/build.sh native/grpc_front.cc native/
+RUN native/build.sh && install -m 0755 native/build/grpc_front /opt/venv/bin/attention-serve-grpc-front
 COPY pyproject.toml README.md ./
 COPY service service
 COPY model_export model_export

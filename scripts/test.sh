@@ -18,6 +18,9 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1;
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends chromium nghttp2-client >/dev/null
 fi
+# The native gRPC front (gRPC's C++ server; Debian's g++ and libgrpc++-dev, installed by the script when missing):
+# the gRPC tests run on it as the default, and on the Python front beside it.
+native/build.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -27,12 +27,13 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="TCP port of the gRPC API (Open Inference Protocol); 0 turns gRPC off."
     )
-    grpc_server: Literal["process", "thread", "loop"] = Field(
-        "process",
+    grpc_server: Literal["auto", "native", "process", "thread", "loop"] = Field(
+        "auto",
         description=(
-            "Where gRPC runs: 'process', a front process per worker that relays each call to it (gRPC's own work "
-            "off the worker's GIL: the most calls per second); 'thread', an event loop of its own in the worker; "
-            "'loop', the HTTP server's loop (no extra thread or process: the lowest latency for a lone call)."
+            "Where gRPC runs: 'native', a front process per worker on gRPC's C++ server that relays each call to "
+            "it (built by native/build.sh: the most calls per second, the least CPU per call); 'process', the same "
+            "front in Python; 'auto', native when it is built, else process; 'thread', an event loop of its own in "
+            "the worker; 'loop', the HTTP server's loop (no extra thread or process)."
         ),
     )
     workers: int = Field(

@@ -1,22 +1,29 @@
-"""The worker's side of its gRPC front process (``grpc_front``): start it, answer its calls, push health, stop it.
+"""The worker's side of its gRPC front process: start it, answer its calls, push health, stop it.
 
-Each call the front relays is answered by the same handlers the in-process server runs (``MethodTable``: the
-request parsed, or INVALID_ARGUMENT; the servicer; its response serialized), in a task of its own on the app's
-event loop, with a ``RelayContext`` in place of gRPC's servicer context. A CANCEL (the client went away, or its
-deadline passed) cancels that task, as gRPC would.
+The front is gRPC's C++ server (``native/grpc_front.cc``, built by ``native/build.sh``) or, where that is not
+built, ``grpc.aio`` in Python (``grpc_front``); both speak the same relay (``grpc_relay``). Each call the front
+relays is answered by the same handlers the in-process server runs (``MethodTable``: the request parsed, or
+INVALID_ARGUMENT; the servicer; its response serialized), in a task of its own on the app's event loop, with a
+``RelayContext`` in place of gRPC's servicer context. A CANCEL (the client went away, or its deadline passed)
+cancels that task, as gRPC would. The native front relays each message of a server reflection stream as a call
+of its own: one request, one response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +35,16 @@ log = logging.getLogger(__name__)
 READY_WITHIN_S = 60.0
 STOPPED_MARGIN_S = 10.0
 PUSHBACK = "grpc-retry-pushback-ms"
+NATIVE_BUILT = Path(__file__).resolve().parents[2] / "native" / "build" / "grpc_front"
+NATIVE_INSTALLED = "attention-serve-grpc-front"  # the images install it on the PATH under this name
+PYTHON_FRONT = (sys.executable, "-m", "service.protocols.grpc_front")
+
+
+def native_front() -> str | None:
+    """The native front's program: built in this checkout, or installed on the PATH; None when neither."""
+    if NATIVE_BUILT.is_file() and os.access(NATIVE_BUILT, os.X_OK):
+        return str(NATIVE_BUILT)
+    return shutil.which(NATIVE_INSTALLED)
 
 
 class RelayContext:
@@ -55,11 +72,18 @@ class RelayContext:
 class FrontProcess:
     """A front process serving gRPC for this worker, and the relay to it."""
 
-    def __init__(self, methods: MethodTable, address: str, max_message_bytes: int, reuseport: bool, log_level: str):
+    def __init__(
+        self,
+        program: Sequence[str],
+        methods: MethodTable,
+        address: str,
+        max_message_bytes: int,
+        reuseport: bool,
+        log_level: str,
+    ):
         self.methods = methods
         self.command = [
-            sys.executable, "-m", "service.protocols.grpc_front", "--address", address,
-            "--max-message-bytes", str(max_message_bytes), "--log-level", log_level,
+            *program, "--address", address, "--max-message-bytes", str(max_message_bytes), "--log-level", log_level,
             *(["--reuseport"] if reuseport else []),
         ]  # fmt: skip
         self.port = 0
@@ -77,7 +101,7 @@ class FrontProcess:
         with theirs:
             command = [*self.command, "--fd", str(theirs.fileno())]
             # A session of its own: a terminal's Ctrl-C reaches the worker, which then drains the front. (S603: the
-            # command is this interpreter and this package's module.)
+            # command is this interpreter and this package's module, or this checkout's native front.)
             self._process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), start_new_session=True)  # noqa: S603
         self._ready, self._stopped = loop.create_future(), loop.create_future()
         _, self._relay = await loop.create_unix_connection(lambda: Relay(self._receive), sock=ours)
@@ -160,10 +184,18 @@ class FrontProcess:
 
     async def _run(self, call: Call) -> Reply:
         handler = self.methods.handler(call.method)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        # Unary calls, and a stream's message with its one response (reflection); the servicer takes the relay's
+        # context in place of gRPC's.
+        behaviour: Callable[..., Any] | None = None
+        if handler is not None and handler.request_deserializer is not None:
+            if not handler.request_streaming and not handler.response_streaming:
+                behaviour = handler.unary_unary
+            elif handler.request_streaming and handler.response_streaming:
+                stream: Callable[..., AsyncIterator[Any]] = handler.stream_stream  # type: ignore[assignment]
+                behaviour = functools.partial(answer_one, stream)
+        if handler is None or handler.request_deserializer is None or behaviour is None:
             return Reply(grpc.StatusCode.UNIMPLEMENTED, "this server does not offer that RPC of the protocol")
         context = RelayContext(call)
-        behaviour: Callable[..., Awaitable[Any]] = handler.unary_unary  # takes the context in place of gRPC's
         try:
             response = await behaviour(handler.request_deserializer(call.message), context)
         except grpc.aio.AbortError:
@@ -173,3 +205,14 @@ class FrontProcess:
             return Reply(grpc.StatusCode.INTERNAL, "internal error")
         serialize = handler.response_serializer
         return Reply(grpc.StatusCode.OK, message=serialize(response) if serialize else response)
+
+
+async def answer_one(stream: Callable[..., AsyncIterator[Any]], request: Any, context: RelayContext) -> Any:
+    """A streaming method's response to one request: the first message of its stream."""
+
+    async def requests() -> AsyncIterator[Any]:
+        yield request
+
+    async for response in stream(requests(), context):
+        return response
+    raise RuntimeError("the stream answered nothing")

@@ -1,8 +1,10 @@
 """The gRPC server of one worker, started and stopped in the app's lifespan, so one worker owns one set of models
 whichever protocol a request takes. Where gRPC itself runs is the setting ``grpc_server``:
 
-- ``process`` (default): a front process of the worker's own (``grpc_front``) speaks gRPC and relays each call
-  here (``grpc_process``), where the same servicer answers it on the app's event loop;
+- ``native``: a front process of the worker's own, gRPC's C++ server (``native/grpc_front.cc``), speaks gRPC and
+  relays each call here (``grpc_process``), where the same servicer answers it on the app's event loop;
+- ``process``: the same front in Python (``grpc_front``);
+- ``auto`` (default): ``native`` where it is built (``native/build.sh``), else ``process``;
 - ``thread``: ``grpc.aio`` on an event loop of its own in a thread of the worker (``grpc_loop``);
 - ``loop``: ``grpc.aio`` on the loop the HTTP server runs.
 
@@ -31,8 +33,8 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from service.protocols.deps import AppState
 from service.protocols.grpc_handlers import MethodTable
 from service.protocols.grpc_loop import AppLoop, LoopThread
-from service.protocols.grpc_process import FrontProcess
-from service.protocols.grpc_setup import new_server, stop_grace
+from service.protocols.grpc_process import PYTHON_FRONT, FrontProcess, native_front
+from service.protocols.grpc_setup import add_reflection, new_server, stop_grace
 from service.protocols.grpc_v2 import SERVICE_NAME, Context, InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class GrpcServer:
         self._thread: LoopThread | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
+        self._front_program: tuple[str, ...] = ()
 
     def methods(self, app: AppLoop) -> MethodTable:
         """The inference and health services (checked: requests that do not parse are INVALID_ARGUMENT)."""
@@ -99,7 +102,8 @@ class GrpcServer:
         """Bind (``RuntimeError`` if the port cannot be had) and start serving."""
         app = AppLoop(asyncio.get_running_loop())
         mode = self.state.settings.grpc_server
-        if mode == "process":
+        if mode in ("auto", "native", "process"):
+            self._front_program = self.front_program(mode)
             await self._start_front(app)
         elif mode == "loop":
             await self._start(app)
@@ -113,6 +117,16 @@ class GrpcServer:
                 self._thread = None
                 raise
 
+    @staticmethod
+    def front_program(mode: str) -> tuple[str, ...]:
+        """The front's command for ``mode`` (``RuntimeError`` if ``native`` is asked for and not built)."""
+        native = native_front() if mode != "process" else None
+        if native is not None:
+            return (native,)
+        if mode == "native":
+            raise RuntimeError("gRPC: the native front is not built (run native/build.sh) or set grpc_server=process")
+        return PYTHON_FRONT
+
     async def _start_front(self, app: AppLoop) -> None:
         self._front = await self._new_front(app, self.state.settings.grpc_port)
         self.port, self._loop = self._front.port, asyncio.get_running_loop()
@@ -120,8 +134,11 @@ class GrpcServer:
 
     async def _new_front(self, app: AppLoop, port: int) -> FrontProcess:
         settings = self.state.settings
+        methods = self.methods(app)
+        add_reflection(methods, SERVICE_NAME)  # the native front relays reflection's messages
         front = FrontProcess(
-            self.methods(app),
+            self._front_program,
+            methods,
             address(settings.host, port),
             settings.max_body_bytes,
             reuseport=settings.workers > 1,

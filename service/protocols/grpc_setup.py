@@ -26,10 +26,15 @@ def new_server(
         ("grpc.so_reuseport", 1 if reuseport else 0),
     ]
     server = grpc.aio.server(options=options)
-    services = (inference_service, HEALTH_SERVICE, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
+    add_reflection(methods, inference_service)
     methods.register(server)
     return server
+
+
+def add_reflection(methods: MethodTable, inference_service: str) -> None:
+    """Server reflection over the inference service, health and reflection itself."""
+    services = (inference_service, HEALTH_SERVICE, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(services), methods)
 
 
 def stop_grace(grace_s: float) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from service.protocols.grpc_process import NATIVE_INSTALLED
 from tests.conftest import ROOT
 from tests.deploy.dockerfile import Dockerfile, context_files, ignore_patterns, is_ignored, parse_env
 from tests.deploy.tools import run, tool
@@ -193,3 +194,12 @@ def test_environment_values_parse_as_docker_reads_them() -> None:
     """The ENV reader the tests rely on: quoted values, several pairs per line, variables left as written."""
     parsed = parse_env('A=1 B="two words" C=/opt/venv/bin:$PATH')
     assert parsed == {"A": "1", "B": "two words", "C": "/opt/venv/bin:$PATH"}
+
+
+@pytest.mark.parametrize("target", SERVING)
+def test_serving_image_builds_the_native_grpc_front_where_it_is_looked_for(dockerfile: Dockerfile, target: str) -> None:
+    runs = [i.value for i in dockerfile.stage(SERVING[target]).all("RUN")]
+    built = [run for run in runs if "native/build.sh" in run]
+    assert built, "the native gRPC front is not built"
+    assert f"/opt/venv/bin/{NATIVE_INSTALLED}" in built[0]  # /opt/venv/bin is on the image's PATH
+    assert "/opt/venv/bin" in dockerfile.env(target)["PATH"].split(":")

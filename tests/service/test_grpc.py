@@ -3,6 +3,7 @@ reflection, credentials and the admin RPCs, with tritonclient's messages (and it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -34,9 +35,10 @@ from tests.service.grpc_helpers import (
 TEXTS = ["I love this car", "the seats are terrible and the ride is bumpy"]
 
 
-@pytest.fixture(scope="module", params=["process", "thread", "loop"])
+@pytest.fixture(scope="module", params=["native", "process", "thread", "loop"])
 def app(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GrpcApp]:
-    """gRPC in a front process (the default), on a loop of its own, on the HTTP server's loop: each test, each way."""
+    """gRPC in a native front process (the default), in a Python one, on a loop of its own, on the HTTP server's
+    loop: each test, each way."""
     root = tmp_path_factory.mktemp("grpc") / "repository"
     add_version(root, 1)
     with grpc_app(root, grpc_server=request.param) as running:
@@ -160,6 +162,18 @@ def test_grpc_health_overall_and_per_model(app: GrpcApp) -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_grpc_health_watch_streams_each_status(app: GrpcApp) -> None:
+    health = health_pb2_grpc.HealthStub(app.channel)
+    for service, status in (
+        ("", health_pb2.HealthCheckResponse.SERVING),
+        ("sentiment", health_pb2.HealthCheckResponse.SERVING),
+        ("absent", health_pb2.HealthCheckResponse.SERVICE_UNKNOWN),
+    ):
+        stream = health.Watch(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert next(stream).status == status
+        stream.cancel()
+
+
 def test_reflection_lists_the_services_and_serves_their_descriptors(app: GrpcApp) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(app.channel)
     requests = [
@@ -250,7 +264,7 @@ def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> No
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        for where in ("process", "thread", "loop"):
+        for where in ("native", "process", "thread", "loop"):
             running = set(threading.enumerate())
             app = create_app(settings_for(root, grpc_port=taken.getsockname()[1], grpc_server=where))
             with pytest.raises(RuntimeError), TestClient(app):
@@ -261,18 +275,23 @@ def test_a_single_worker_refuses_to_share_a_busy_grpc_port(tmp_path: Path) -> No
 def front_processes(port: int) -> list[int]:
     """This process's gRPC front children serving ``port`` (from /proc; whichever thread started them)."""
     found = []
-    tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
-    for child in (c for task in tasks for c in (task / "children").read_text().split()):
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            children += (task / "children").read_text().split()
+    for child in children:
         command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"service.protocols.grpc_front" in command and f"127.0.0.1:{port}".encode() in command:
+        front = b"service.protocols.grpc_front" in command or command[0].endswith(b"/grpc_front")
+        if front and f"127.0.0.1:{port}".encode() in command:
             found.append(int(child))
     return found
 
 
-def test_a_front_process_that_dies_is_replaced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", ["native", "process"])
+def test_a_front_process_that_dies_is_replaced(tmp_path: Path, front: str) -> None:
     root = tmp_path / "repository"
     add_version(root, 1)
-    with grpc_app(root, grpc_server="process") as app:
+    with grpc_app(root, grpc_server=front) as app:
         port = int(app.address.rsplit(":", 1)[1])
         (front,) = front_processes(port)
         os.kill(front, signal.SIGKILL)
