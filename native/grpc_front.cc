@@ -12,12 +12,14 @@
 // of the inference service and health Check go to the worker; so does each message of a server reflection stream
 // (one request, one response).
 //
-//   grpc_front --fd FD --address HOST:PORT --max-message-bytes N [--reuseport] [--log-level LEVEL]
+//   grpc_front --fd FD --address HOST:PORT --max-message-bytes N [--workers-socket PATH] [--reuseport]
+//              [--log-level LEVEL]
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
@@ -256,6 +258,16 @@ grpc::ByteBuffer to_buffer(const char* data, size_t size) {
 
 class Front;
 
+// A worker's end of the relay: its socket, the calls it holds, the statuses it pushed.
+struct Worker {
+  explicit Worker(int fd) : relay(fd) {}
+  Relay relay;
+  size_t pending = 0;     // calls sent and not answered (the calls lock)
+  bool stopping = false;  // sent STOP: no new calls (the calls lock)
+  bool gone = false;      // its socket closed (the calls lock)
+  std::thread reader;
+};
+
 // One gRPC call and its place in the completion queue: each operation's tag is a pointer to one of its `Op`s.
 struct Call;
 struct Op {
@@ -276,6 +288,7 @@ struct Call {
   Role role = Role::REFUSED;
   std::string method;
   uint64_t id = 0;
+  Worker* worker = nullptr;  // the worker answering its message in flight
   // Watch streams (guarded by the front's health lock)
   std::string service;
   int sent = -1;
@@ -285,16 +298,29 @@ struct Call {
   std::atomic<int> ends{0};
 };
 
+// Two ways to run. With --fd alone, the front of one worker: that socket is the worker's relay and its STOP stops
+// the front. With --workers-socket as well, the server's one front: --fd is the supervisor's control socket (READY
+// out; STOP or its end stops the front), and every worker connects its relay to the Unix socket at that path;
+// each call goes to the worker with the fewest calls in flight, so one client connection is served by every
+// worker; a worker's STOP takes it out of the rotation and is answered STOPPED once its calls are answered.
 class Front {
  public:
-  Front(int fd, std::string address, int max_message_bytes, bool reuseport)
-      : relay_(fd), address_(std::move(address)), max_message_bytes_(max_message_bytes), reuseport_(reuseport) {}
+  Front(int fd, std::string workers_socket, std::string address, int max_message_bytes, bool reuseport)
+      : control_(fd),
+        control_fd_(fd),
+        workers_socket_(std::move(workers_socket)),
+        address_(std::move(address)),
+        max_message_bytes_(max_message_bytes),
+        reuseport_(reuseport) {}
 
   int run();
 
  private:
+  bool shared() const { return !workers_socket_.empty(); }
   void serve_queue();
-  void read_relay();
+  void read_worker(Worker* worker);
+  void read_control();
+  void accept_workers(int listener);
   void accept_next();
   void on_new(Call* call);
   void on_read(Call* call, bool ok);
@@ -302,15 +328,22 @@ class Front {
   void on_done(Call* call);
   void end(Call* call);
   void relay_call(Call* call, const std::string& message);
-  void answer(uint64_t id, const std::string& payload);
+  Worker* choose_worker();
+  void answer(Worker* worker, uint64_t id, const std::string& payload);
   void finish(Call* call, const grpc::Status& status);
-  void set_health(const std::map<std::string, double>& statuses);
+  void set_health(Worker* worker, const std::map<std::string, double>& statuses);
+  void refresh_watchers();
   int status_of(const std::string& service);
   void write_status(Call* call);
-  void fail_pending(const std::string& details);
+  void worker_stopping(Worker* worker);
+  void worker_gone(Worker* worker);
+  void flush_all();
+  void signal_stop(double grace_s);
   void stop(double grace_s);
 
-  Relay relay_;
+  Relay control_;
+  int control_fd_;
+  std::string workers_socket_;
   std::string address_;
   int max_message_bytes_;
   bool reuseport_;
@@ -320,19 +353,20 @@ class Front {
   std::atomic<bool> accepting_{true};
 
   std::mutex calls_lock_;
+  std::vector<std::unique_ptr<Worker>> workers_;  // every worker ever connected (a few: restarts are rare)
   std::unordered_map<uint64_t, Call*> pending_;
   uint64_t next_id_ = 1;
-  bool worker_gone_ = false;
+  size_t rotation_ = 0;
 
   std::mutex health_lock_;
-  std::map<std::string, int> statuses_;
+  std::map<Worker*, std::map<std::string, int>> statuses_;  // as each worker pushed them
+  std::set<Worker*> serving_;                               // connected and not stopping
   std::set<Call*> watchers_;
   bool health_final_ = false;
 
   std::mutex stop_lock_;
   std::condition_variable stop_signal_;
-  bool relay_closed_ = false;
-  double stop_grace_ = -1;
+  double stop_grace_ = -2;  // -2: running; -1: stop now; >= 0: drain within that grace
 };
 
 void Front::accept_next() {
@@ -342,14 +376,22 @@ void Front::accept_next() {
   generic_.RequestCall(&call->context, &call->stream, queue_.get(), queue_.get(), &call->op_new);
 }
 
+void Front::flush_all() {
+  std::lock_guard<std::mutex> lock(calls_lock_);
+  for (auto& worker : workers_) {
+    if (!worker->gone) worker->relay.flush();
+  }
+}
+
 void Front::serve_queue() {
   void* tag;
   bool ok;
   while (true) {
-    // Events that are ready now are handled first; the calls they relay leave in one write before waiting.
+    // Events that are ready now are handled first; the calls they relay leave in one write per worker before
+    // waiting, so a worker reads them together and batches them together.
     auto ready = queue_->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC));
     if (ready == grpc::CompletionQueue::TIMEOUT) {
-      relay_.flush();
+      flush_all();
       if (!queue_->Next(&tag, &ok)) break;
     } else if (ready == grpc::CompletionQueue::SHUTDOWN) {
       break;
@@ -427,14 +469,26 @@ void Front::on_read(Call* call, bool ok) {
     }
     std::lock_guard<std::mutex> lock(health_lock_);
     call->service = service;
-    if (health_final_) {
-      call->finishing = true;
-    }
+    if (health_final_) call->finishing = true;
     watchers_.insert(call);
     write_status(call);
     return;
   }
   relay_call(call, message);
+}
+
+// Under the calls lock: the worker with the fewest calls in flight, taking turns among equals; none when every
+// worker is stopping or gone.
+Worker* Front::choose_worker() {
+  Worker* chosen = nullptr;
+  size_t count = workers_.size();
+  for (size_t step = 0; step < count; ++step) {
+    Worker* worker = workers_[(rotation_ + step) % count].get();
+    if (worker->stopping || worker->gone) continue;
+    if (chosen == nullptr || worker->pending < chosen->pending) chosen = worker;
+  }
+  ++rotation_;
+  return chosen;
 }
 
 void Front::relay_call(Call* call, const std::string& message) {
@@ -458,26 +512,32 @@ void Front::relay_call(Call* call, const std::string& message) {
   put_u16(head, static_cast<uint16_t>(credentials.size()));
   head += call->method;
   head += credentials;
-  std::lock_guard<std::mutex> lock(calls_lock_);  // held while sending: a CANCEL cannot overtake its CALL
-  if (worker_gone_) {
+  std::lock_guard<std::mutex> lock(calls_lock_);  // held while queueing: a CANCEL cannot overtake its CALL
+  Worker* worker = choose_worker();
+  if (worker == nullptr) {
     finish(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; retry"));
     return;
   }
   call->id = next_id_++;
+  call->worker = worker;
+  ++worker->pending;
   pending_[call->id] = call;
-  relay_.queue(CALL, call->id, head, message);
+  worker->relay.queue(CALL, call->id, head, message);
 }
 
 // A REPLY: <BHH code, details length, push-back length; details; push-back; the response's bytes.
-void Front::answer(uint64_t id, const std::string& payload) {
+void Front::answer(Worker* worker, uint64_t id, const std::string& payload) {
   Call* call;
+  bool drained = false;
   {
     std::lock_guard<std::mutex> lock(calls_lock_);
     auto found = pending_.find(id);
-    if (found == pending_.end()) return;  // cancelled meanwhile
+    if (found == pending_.end() || found->second->worker != worker) return;  // cancelled meanwhile
     call = found->second;
     pending_.erase(found);
+    drained = --worker->pending == 0 && worker->stopping && shared();
   }
+  if (drained) worker->relay.send(STOPPED, 0, "");
   if (payload.size() < 5) {
     finish(call, grpc::Status(grpc::StatusCode::INTERNAL, "internal error"));
     return;
@@ -540,28 +600,45 @@ void Front::write_status(Call* call) {
   }
 }
 
+// Under the health lock: SERVING if a worker taking calls says so; NOT_SERVING if any worker knows the service;
+// else SERVICE_UNKNOWN. After the stop began, nothing is SERVING.
 int Front::status_of(const std::string& service) {
-  auto found = statuses_.find(service);
-  return found == statuses_.end() ? SERVICE_UNKNOWN : found->second;
+  bool known = false;
+  for (const auto& [worker, statuses] : statuses_) {
+    auto found = statuses.find(service);
+    if (found == statuses.end()) continue;
+    known = true;
+    if (!health_final_ && serving_.count(worker) && found->second != NOT_SERVING) return found->second;
+  }
+  return known ? NOT_SERVING : SERVICE_UNKNOWN;
 }
 
-void Front::set_health(const std::map<std::string, double>& statuses) {
-  std::lock_guard<std::mutex> lock(health_lock_);
-  if (health_final_) return;
-  for (const auto& [service, status] : statuses) statuses_[service] = static_cast<int>(status);
+void Front::refresh_watchers() {  // under the health lock
   for (Call* call : std::vector<Call*>(watchers_.begin(), watchers_.end())) write_status(call);
+}
+
+void Front::set_health(Worker* worker, const std::map<std::string, double>& statuses) {
+  std::lock_guard<std::mutex> lock(health_lock_);
+  auto& known = statuses_[worker];
+  for (const auto& [service, status] : statuses) known[service] = static_cast<int>(status);
+  refresh_watchers();
 }
 
 void Front::on_done(Call* call) {
   if (call->context.IsCancelled()) {
     bool was_pending = false;
+    bool drained = false;
+    Worker* worker = nullptr;
     {
       std::lock_guard<std::mutex> lock(calls_lock_);
       if (call->id != 0 && pending_.erase(call->id) == 1) {
         was_pending = true;  // the client went away or its deadline passed: the worker drops the call
-        relay_.queue(CANCEL, call->id, "");
+        worker = call->worker;
+        worker->relay.queue(CANCEL, call->id, "");
+        drained = --worker->pending == 0 && worker->stopping && shared();
       }
     }
+    if (drained) worker->relay.send(STOPPED, 0, "");
     if (was_pending) finish(call, grpc::Status::CANCELLED);
     std::lock_guard<std::mutex> lock(health_lock_);
     if (watchers_.erase(call) == 1 && !call->writing) finish(call, grpc::Status::CANCELLED);
@@ -569,37 +646,103 @@ void Front::on_done(Call* call) {
   end(call);
 }
 
-void Front::fail_pending(const std::string& details) {
+// A worker's STOP (shared front): no new calls for it; STOPPED once those it holds are answered.
+void Front::worker_stopping(Worker* worker) {
+  bool drained;
+  {
+    std::lock_guard<std::mutex> lock(calls_lock_);
+    worker->stopping = true;
+    drained = worker->pending == 0;
+  }
+  if (drained) worker->relay.send(STOPPED, 0, "");
+  std::lock_guard<std::mutex> lock(health_lock_);
+  serving_.erase(worker);
+  refresh_watchers();
+}
+
+// A worker's socket closed: the calls it held get UNAVAILABLE (nobody will answer them).
+void Front::worker_gone(Worker* worker) {
   std::vector<Call*> calls;
   {
     std::lock_guard<std::mutex> lock(calls_lock_);
-    worker_gone_ = true;
-    for (const auto& [id, call] : pending_) calls.push_back(call);
-    pending_.clear();
+    worker->gone = true;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second->worker == worker) {
+        calls.push_back(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    worker->pending = 0;
   }
-  for (Call* call : calls) finish(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, details));
+  for (Call* call : calls) finish(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; retry"));
+  std::lock_guard<std::mutex> lock(health_lock_);
+  serving_.erase(worker);
+  statuses_.erase(worker);
+  refresh_watchers();
 }
 
-void Front::read_relay() {
+void Front::signal_stop(double grace_s) {
+  std::lock_guard<std::mutex> lock(stop_lock_);
+  if (stop_grace_ == -2 || grace_s < 0) stop_grace_ = grace_s;
+  stop_signal_.notify_all();
+}
+
+void Front::read_worker(Worker* worker) {
   Kind kind;
   uint64_t id;
   std::string payload;
-  while (relay_.receive(kind, id, payload)) {
+  while (worker->relay.receive(kind, id, payload)) {
     if (kind == REPLY) {
-      answer(id, payload);
+      answer(worker, id, payload);
     } else if (kind == HEALTH) {
-      set_health(parse_flat_json(payload));
-    } else if (kind == STOP) {
+      set_health(worker, parse_flat_json(payload));
+    } else if (kind == STOP && shared()) {
+      worker_stopping(worker);
+    } else if (kind == STOP) {  // the front of this one worker: its STOP stops the front
       auto values = parse_flat_json(payload);
-      std::lock_guard<std::mutex> lock(stop_lock_);
-      stop_grace_ = values.count("grace_s") ? values["grace_s"] : 0.0;
-      stop_signal_.notify_all();
+      signal_stop(values.count("grace_s") ? std::max(values["grace_s"], 0.0) : 0.0);
     }
   }
-  fail_pending("the server is stopping; retry");  // the worker is gone: nobody will answer
-  std::lock_guard<std::mutex> lock(stop_lock_);
-  relay_closed_ = true;
-  stop_signal_.notify_all();
+  worker_gone(worker);
+  if (!shared()) signal_stop(-1);  // the worker is gone: nothing in flight can be answered any more
+}
+
+void Front::read_control() {  // shared front: the supervisor's STOP, or its end
+  Kind kind;
+  uint64_t id;
+  std::string payload;
+  while (control_.receive(kind, id, payload)) {
+    if (kind == STOP) {
+      auto values = parse_flat_json(payload);
+      signal_stop(values.count("grace_s") ? std::max(values["grace_s"], 0.0) : 0.0);
+    }
+  }
+  signal_stop(-1);
+}
+
+void Front::accept_workers(int listener) {
+  while (true) {
+    int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;  // the listener was shut down: the front is stopping
+    }
+    auto owned = std::make_unique<Worker>(fd);
+    Worker* worker = owned.get();
+    {
+      std::lock_guard<std::mutex> lock(calls_lock_);
+      workers_.push_back(std::move(owned));
+    }
+    {
+      std::lock_guard<std::mutex> lock(health_lock_);
+      serving_.insert(worker);
+      statuses_[worker];
+    }
+    worker->reader = std::thread(&Front::read_worker, this, worker);
+    log_line("debug", "a worker connected its relay");
+  }
 }
 
 // Health NOT_SERVING for every service (and each Watch stream told, then ended); no new calls; those in flight get
@@ -607,7 +750,6 @@ void Front::read_relay() {
 void Front::stop(double grace_s) {
   {
     std::lock_guard<std::mutex> lock(health_lock_);
-    for (auto& [service, status] : statuses_) status = NOT_SERVING;
     health_final_ = true;
     for (Call* call : std::vector<Call*>(watchers_.begin(), watchers_.end())) {
       call->finishing = true;
@@ -620,7 +762,32 @@ void Front::stop(double grace_s) {
                     std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(limit)));
 }
 
+int listen_unix(const std::string& path) {
+  sockaddr_un address{};
+  if (path.size() >= sizeof address.sun_path) return -1;
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ::unlink(path.c_str());
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, 64) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 int Front::run() {
+  int listener = -1;
+  if (shared()) {
+    listener = listen_unix(workers_socket_);
+    if (listener < 0) {
+      control_.send(READY, 0, "{\"error\":\"" + json_escape("cannot listen on " + workers_socket_) + "\"}");
+      return 1;
+    }
+  } else {  // the front of one worker: the control socket is that worker's relay
+    std::lock_guard<std::mutex> lock(calls_lock_);
+    workers_.push_back(nullptr);
+  }
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address_, grpc::InsecureServerCredentials(), &port);
@@ -630,9 +797,10 @@ int Front::run() {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, reuseport_ ? 1 : 0);
   queue_ = builder.AddCompletionQueue();
   server_ = builder.BuildAndStart();
+  Relay& ready = control_;
   if (!server_ || port == 0) {
     std::string error = "could not listen on " + address_ + " (address in use or not available)";
-    relay_.send(READY, 0, "{\"error\":\"" + json_escape(error) + "\"}");
+    ready.send(READY, 0, "{\"error\":\"" + json_escape(error) + "\"}");
     if (server_) server_->Shutdown();
     queue_->Shutdown();
     void* tag;
@@ -641,35 +809,68 @@ int Front::run() {
     }
     return 1;
   }
+  Worker* own = nullptr;
+  std::thread control_thread, accept_thread;
+  if (shared()) {
+    control_thread = std::thread(&Front::read_control, this);
+    accept_thread = std::thread(&Front::accept_workers, this, listener);
+  } else {
+    auto owned = std::make_unique<Worker>(::dup(control_fd_));
+    own = owned.get();
+    {
+      std::lock_guard<std::mutex> lock(calls_lock_);
+      workers_[0] = std::move(owned);
+    }
+    {
+      std::lock_guard<std::mutex> lock(health_lock_);
+      serving_.insert(own);
+      statuses_[own];
+    }
+    own->reader = std::thread(&Front::read_worker, this, own);
+  }
   accept_next();
   std::thread queue_thread(&Front::serve_queue, this);
-  std::thread relay_thread(&Front::read_relay, this);
-  relay_.send(READY, 0, "{\"port\":" + std::to_string(port) + "}");
+  ready.send(READY, 0, "{\"port\":" + std::to_string(port) + "}");
   std::string host = address_.substr(0, address_.rfind(':'));
   log_line("info", "gRPC listening on " + host + ":" + std::to_string(port) + " (pid " + std::to_string(getpid()) +
-                       ", native)");
+                       (shared() ? ", native, shared by the workers)" : ", native)"));
   double grace;
   {
     std::unique_lock<std::mutex> lock(stop_lock_);
-    stop_signal_.wait(lock, [&] { return stop_grace_ >= 0 || relay_closed_; });
-    grace = relay_closed_ ? -1 : stop_grace_;
+    stop_signal_.wait(lock, [&] { return stop_grace_ != -2; });
+    grace = stop_grace_;
   }
   stop(grace);  // returns once every call has ended
   queue_->Shutdown();
   queue_thread.join();
   if (grace >= 0) {
     log_line("info", "gRPC stopped");
-    relay_.send(STOPPED, 0, "");
+    ready.send(STOPPED, 0, "");
   }
-  relay_.close();
-  relay_thread.join();
+  if (shared()) {
+    ::shutdown(listener, SHUT_RDWR);
+    accept_thread.join();
+    ::close(listener);
+    ::unlink(workers_socket_.c_str());
+    control_.close();
+    control_thread.join();
+  }
+  std::vector<Worker*> all;
+  {
+    std::lock_guard<std::mutex> lock(calls_lock_);
+    for (auto& worker : workers_) all.push_back(worker.get());
+  }
+  for (Worker* worker : all) {
+    worker->relay.close();
+    if (worker->reader.joinable()) worker->reader.join();
+  }
   return 0;
 }
 
 [[noreturn]] void usage(const char* error) {
   std::fprintf(stderr,
-               "grpc_front: %s\nusage: grpc_front --fd FD --address HOST:PORT --max-message-bytes N [--reuseport] "
-               "[--log-level LEVEL]\n",
+               "grpc_front: %s\nusage: grpc_front --fd FD --address HOST:PORT --max-message-bytes N "
+               "[--workers-socket PATH] [--reuseport] [--log-level LEVEL]\n",
                error);
   std::exit(2);
 }
@@ -680,7 +881,7 @@ int main(int argc, char** argv) {
   int fd = -1;
   long long max_message_bytes = -1;
   bool reuseport = false;
-  std::string address;
+  std::string address, workers_socket;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -693,6 +894,8 @@ int main(int argc, char** argv) {
       address = value();
     } else if (arg == "--max-message-bytes") {
       max_message_bytes = std::atoll(value().c_str());
+    } else if (arg == "--workers-socket") {
+      workers_socket = value();
     } else if (arg == "--reuseport") {
       reuseport = true;
     } else if (arg == "--log-level") {
@@ -710,6 +913,6 @@ int main(int argc, char** argv) {
   int flags = fcntl(fd, F_GETFL);
   fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   int limit = max_message_bytes > INT32_MAX ? INT32_MAX : static_cast<int>(max_message_bytes);
-  Front front(fd, address, limit, reuseport);
+  Front front(fd, workers_socket, address, limit, reuseport);
   return front.run();
 }

@@ -1,5 +1,5 @@
-"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC in a front process per worker by default)
-with the settings."""
+"""``python -m service``: start the server (uvicorn, uvloop, httptools; gRPC in a native front process shared by the
+workers where it is built, else in a front process per worker) with the settings."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from service.app import create_app
 from service.lifecycle import stop_with_parent
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_ENV
+from service.protocols.grpc_process import native_front
+from service.protocols.grpc_shared import SharedFront
 from service.providers import places_on_accelerator
 from service.settings import ENV_PREFIX, Settings
 
@@ -73,7 +75,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     with tempfile.TemporaryDirectory(prefix="attention-serve-workers-") as folder:
         os.environ[MULTIPROCESS_ENV] = folder
-        uvicorn.run(FACTORY, factory=True, workers=workers, **options)
+        front = shared_front(settings, Path(folder) / "grpc-front.sock")
+        if front is not None:
+            try:
+                front.start()
+            except RuntimeError as error:
+                raise SystemExit(str(error)) from error
+            os.environ.update(front.environment)
+        try:
+            uvicorn.run(FACTORY, factory=True, workers=workers, **options)
+        finally:
+            if front is not None:
+                front.stop()
+
+
+def shared_front(settings: Settings, workers_socket: Path) -> SharedFront | None:
+    """The gRPC front every worker relays to, where gRPC runs natively (``grpc_server`` auto with the native front
+    built, or native); None otherwise (each worker then starts its own front, or serves gRPC in-process)."""
+    program = native_front()
+    if not settings.grpc_port or settings.grpc_server not in ("auto", "native") or program is None:
+        return None
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return SharedFront(
+        program, f"{host}:{settings.grpc_port}", settings.max_body_bytes, settings.log_level, workers_socket
+    )
 
 
 if __name__ == "__main__":

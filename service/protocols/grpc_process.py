@@ -207,6 +207,40 @@ class FrontProcess:
         return Reply(grpc.StatusCode.OK, message=serialize(response) if serialize else response)
 
 
+class AttachedFront(FrontProcess):
+    """This worker's relay to the server's shared front (``grpc_shared``), which the supervisor started: connect
+    instead of starting a process. Its STOP takes this worker out of the front's rotation; STOPPED comes back once
+    the calls it holds are answered."""
+
+    def __init__(self, methods: MethodTable, port: int, supervisor: int, workers_socket: str) -> None:
+        super().__init__((), methods, "", 0, reuseport=False, log_level="")
+        self.workers_socket, self.supervisor = workers_socket, supervisor
+        self._port = port
+
+    async def start(self) -> None:
+        """Connect (``RuntimeError`` if the front cannot be reached within ``READY_WITHIN_S``)."""
+        loop = asyncio.get_running_loop()
+        self._ready, self._stopped = loop.create_future(), loop.create_future()
+        deadline = time.monotonic() + READY_WITHIN_S
+        while True:
+            try:
+                _, self._relay = await loop.create_unix_connection(
+                    lambda: Relay(self._receive), path=self.workers_socket
+                )
+                break
+            except OSError as error:  # the supervisor is starting another front, unless it is gone itself
+                if time.monotonic() > deadline or os.getppid() != self.supervisor:
+                    message = f"gRPC: the shared front at {self.workers_socket} is unreachable: {error}"
+                    raise RuntimeError(message) from error
+                await asyncio.sleep(0.05)
+        self.port = self._port
+
+    async def stop(self, grace_s: float) -> None:
+        await super().stop(grace_s)
+        if self._stopped is not None and self._stopped.done():
+            log.info("gRPC stopped (this worker's calls answered)")
+
+
 async def answer_one(stream: Callable[..., AsyncIterator[Any]], request: Any, context: RelayContext) -> Any:
     """A streaming method's response to one request: the first message of its stream."""
 

@@ -33,8 +33,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from service.protocols.deps import AppState
 from service.protocols.grpc_handlers import MethodTable
 from service.protocols.grpc_loop import AppLoop, LoopThread
-from service.protocols.grpc_process import PYTHON_FRONT, FrontProcess, native_front
+from service.protocols.grpc_process import PYTHON_FRONT, AttachedFront, FrontProcess, native_front
 from service.protocols.grpc_setup import add_reflection, new_server, stop_grace
+from service.protocols.grpc_shared import shared_front_of
 from service.protocols.grpc_v2 import SERVICE_NAME, Context, InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -136,13 +137,18 @@ class GrpcServer:
         settings = self.state.settings
         methods = self.methods(app)
         add_reflection(methods, SERVICE_NAME)  # the native front relays reflection's messages
-        front = FrontProcess(
-            self._front_program,
-            methods,
-            address(settings.host, port),
-            settings.max_body_bytes,
-            reuseport=settings.workers > 1,
-            log_level=settings.log_level,
+        shared = shared_front_of(os.environ) if self._front_program != PYTHON_FRONT else None
+        front = (
+            AttachedFront(methods, shared.port, shared.supervisor, shared.workers_socket)
+            if shared is not None
+            else FrontProcess(
+                self._front_program,
+                methods,
+                address(settings.host, port),
+                settings.max_body_bytes,
+                reuseport=settings.workers > 1,
+                log_level=settings.log_level,
+            )
         )
         await front.start()
         front.push_health(self.health.statuses())

@@ -1,8 +1,9 @@
-"""The real server's gRPC side: SIGTERM drains it like HTTP, and several workers all serve the one gRPC port (each
-through its gRPC front process, by default)."""
+"""The real server's gRPC side: SIGTERM drains it like HTTP, and several workers all serve the one gRPC port
+(through the native front they share, by default; or each through a Python front of its own)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -93,8 +94,57 @@ def worker_connections(workers: list[int], port: int) -> dict[int, int]:
     return counts
 
 
-def test_every_worker_serves_grpc_on_the_same_port(make_repository: Callable[..., Path], tmp_path: Path) -> None:
+def worker_processes(server: RunningServer) -> list[int]:
+    children = children_of(server.process.pid)
+    return [p for p in children if b"multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_for_workers(server: RunningServer, count: int) -> None:
+    for _ in range(3000):  # ready means one worker is; wait (bounded) until the others have started too
+        if server.log.read_text().count("Application startup complete") == count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the workers did not all start")
+
+
+def cpu_spent_on_one_connection(server: RunningServer, workers: list[int]) -> dict[int, int]:
+    """Each worker's CPU ticks while 20 waves of 32 calls run on one client connection."""
+    before = {pid: cpu_ticks(pid) for pid in workers}
+    with grpc.insecure_channel(server.grpc_address, options=OWN_CONNECTION) as channel:
+        infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        for _ in range(20):
+            calls = [infer.future(text_request(["hello there"] * 8), timeout=30) for _ in range(32)]
+            assert all(call.result().model_name == "sentiment" for call in calls)
+    return {pid: cpu_ticks(pid) - before[pid] for pid in workers}
+
+
+def test_one_grpc_connection_is_served_by_every_worker(make_repository: Callable[..., Path], tmp_path: Path) -> None:
+    """The native front is shared by the workers and sends each call to the least busy one: the streams of one
+    client connection reach every worker (a front per worker would keep them all on one)."""
     server = start_server(make_repository(), tmp_path / "server.log", env={"ATTENTION_SERVE_WORKERS": "2"})
+    try:
+        wait_for_workers(server, 2)
+        workers = worker_processes(server)
+        assert len(workers) == 2
+        spent = cpu_spent_on_one_connection(server, workers)
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
+    assert min(spent.values()) >= 0.2 * sum(spent.values()), spent  # both workers answered a good share
+    log = server.log.read_text()
+    assert log.count("gRPC listening on") == 1
+    assert "shared by the workers" in log
+
+
+def test_with_a_python_front_per_worker_every_worker_serves_grpc_on_the_same_port(
+    make_repository: Callable[..., Path], tmp_path: Path
+) -> None:
+    env = {"ATTENTION_SERVE_WORKERS": "2", "ATTENTION_SERVE_GRPC_SERVER": "process"}
+    server = start_server(make_repository(), tmp_path / "server.log", env=env)
     for _ in range(3000):  # ready means one worker is; wait (bounded) until the other has bound gRPC too
         if server.log.read_text().count("gRPC listening on") == 2:
             break
@@ -103,7 +153,7 @@ def test_every_worker_serves_grpc_on_the_same_port(make_repository: Callable[...
     try:
         for channel in channels:  # sixteen connections: all on one worker would be a 1-in-32,768 chance
             assert pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(text_request(["hello"])).model_name
-        workers = children_of(server.process.pid)
+        workers = worker_processes(server)
         counts = worker_connections(workers, int(server.grpc_address.rsplit(":", 1)[1]))
         assert len([pid for pid, count in counts.items() if count]) == 2, counts  # both workers answered
         assert sum(counts.values()) == 16
@@ -112,3 +162,39 @@ def test_every_worker_serves_grpc_on_the_same_port(make_repository: Callable[...
             channel.close()
         assert server.stop() in (0, -signal.SIGTERM)
     assert server.log.read_text().count("gRPC listening on") == 2
+
+
+def test_a_shared_front_that_dies_is_replaced_and_the_workers_reconnect(
+    make_repository: Callable[..., Path], tmp_path: Path
+) -> None:
+    server = start_server(make_repository(), tmp_path / "server.log", env={"ATTENTION_SERVE_WORKERS": "2"})
+    try:
+        wait_for_workers(server, 2)
+        (front,) = [
+            p for p in children_of(server.process.pid) if b"grpc_front" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        os.kill(front, signal.SIGKILL)
+        for _ in range(600):  # bounded wait for the supervisor to start another and the workers to reconnect
+            try:
+                with grpc.insecure_channel(server.grpc_address, options=OWN_CONNECTION) as channel:
+                    infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+                    calls = [infer.future(text_request(["back again"]), timeout=10) for _ in range(16)]
+                    assert all(call.result().model_name == "sentiment" for call in calls)
+                break
+            except grpc.RpcError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("gRPC never came back")
+        workers = worker_processes(server)
+        assert len(workers) == 2  # no worker was lost on the way
+        for _ in range(100):  # both reconnect (each notices within its health push's second): both answer again
+            spent = cpu_spent_on_one_connection(server, workers)
+            if min(spent.values()) >= 0.2 * sum(spent.values()):
+                break
+        else:
+            raise AssertionError(f"a worker did not reconnect: {spent}")
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
+    log = server.log.read_text()
+    assert "the shared gRPC front process ended" in log
+    assert log.count("gRPC listening on") == 2
