@@ -1,8 +1,8 @@
-"""Where gRPC runs, side by side: one server per ``GRPC_SERVER`` value (a front process per worker, a thread of the
-worker, the HTTP server's loop), all up at once, loaded in turn with the same ModelInfer body by h2load; native REST
+"""Where gRPC runs, side by side: one server per ``GRPC_SERVER`` value (the native front the workers share, a Python
+front process per worker, a thread of the worker, the HTTP server's loop), all up at once, loaded in turn with the same ModelInfer body by h2load; native REST
 on each as the yardstick.
 
-    python bench/grpc_modes.py [--workers 2] [--modes process,thread,loop] [--points 32x1,4x8,1x1]
+    python bench/grpc_modes.py [--workers 2] [--modes native,process,thread,loop] [--points 32x1,4x8,1x1]
                                [--duration 6] [--rounds 3] [--out DIR]
 
 Within a point the servers take turns, in reversed order every other round; medians. One sequence (64 token ids)
@@ -32,7 +32,7 @@ from bench.report import HttpSummary, markdown_table, summarise_http
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--modes", default="process,thread,loop")
+    parser.add_argument("--modes", default="native,process,thread,loop")
     parser.add_argument("--points", default="32x1,4x8,1x1", help="CONNECTIONSxSTREAMS,... (REST: the x1 ones)")
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)

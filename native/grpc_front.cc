@@ -356,7 +356,6 @@ class Front {
   std::vector<std::unique_ptr<Worker>> workers_;  // every worker ever connected (a few: restarts are rare)
   std::unordered_map<uint64_t, Call*> pending_;
   uint64_t next_id_ = 1;
-  size_t rotation_ = 0;
 
   std::mutex health_lock_;
   std::map<Worker*, std::map<std::string, int>> statuses_;  // as each worker pushed them
@@ -477,17 +476,14 @@ void Front::on_read(Call* call, bool ok) {
   relay_call(call, message);
 }
 
-// Under the calls lock: the worker with the fewest calls in flight, taking turns among equals; none when every
-// worker is stopping or gone.
+// Under the calls lock: the worker with the fewest calls in flight, the first connected among equals (a lone client
+// keeps one worker warm instead of waking each in turn); none when every worker is stopping or gone.
 Worker* Front::choose_worker() {
   Worker* chosen = nullptr;
-  size_t count = workers_.size();
-  for (size_t step = 0; step < count; ++step) {
-    Worker* worker = workers_[(rotation_ + step) % count].get();
+  for (auto& worker : workers_) {
     if (worker->stopping || worker->gone) continue;
-    if (chosen == nullptr || worker->pending < chosen->pending) chosen = worker;
+    if (chosen == nullptr || worker->pending < chosen->pending) chosen = worker.get();
   }
-  ++rotation_;
   return chosen;
 }
 

@@ -30,10 +30,11 @@ class Settings(BaseSettings):
     grpc_server: Literal["auto", "native", "process", "thread", "loop"] = Field(
         "auto",
         description=(
-            "Where gRPC runs: 'native', a front process per worker on gRPC's C++ server that relays each call to "
-            "it (built by native/build.sh: the most calls per second, the least CPU per call); 'process', the same "
-            "front in Python; 'auto', native when it is built, else process; 'thread', an event loop of its own in "
-            "the worker; 'loop', the HTTP server's loop (no extra thread or process)."
+            "Where gRPC runs: 'native', gRPC's C++ server in a front process (built by native/build.sh) relaying "
+            "each call to a worker, one front for all workers, each call to the least busy (the most calls per "
+            "second, the least CPU per call; one client connection is served by every worker); 'process', a front "
+            "process per worker in Python; 'auto', native when it is built, else process; 'thread', an event loop "
+            "of its own in the worker; 'loop', the HTTP server's loop (no extra thread or process)."
         ),
     )
     workers: int = Field(
