@@ -242,6 +242,12 @@ bool parse_health_request(const std::string& data, std::string& service) {
   return true;
 }
 
+// A STOP's grace time in seconds ({"grace_s": 8.0}); 0 when it says none.
+double grace_of(const std::string& payload) {
+  auto values = parse_flat_json(payload);
+  return values.count("grace_s") ? std::max(values["grace_s"], 0.0) : 0.0;
+}
+
 std::string flatten(const grpc::ByteBuffer& buffer) {
   std::vector<grpc::Slice> slices;
   std::string out;
@@ -329,6 +335,7 @@ class Front {
   void end(Call* call);
   void relay_call(Call* call, const std::string& message);
   Worker* choose_worker();
+  bool settle(Worker* worker);
   void answer(Worker* worker, uint64_t id, const std::string& payload);
   void finish(Call* call, const grpc::Status& status);
   void set_health(Worker* worker, const std::map<std::string, double>& statuses);
@@ -487,6 +494,9 @@ Worker* Front::choose_worker() {
   return chosen;
 }
 
+// Under the calls lock: one of the worker's calls is done; whether that was the last a stopping worker held.
+bool Front::settle(Worker* worker) { return --worker->pending == 0 && worker->stopping && shared(); }
+
 void Front::relay_call(Call* call, const std::string& message) {
   std::string head;
   double timeout = -1;
@@ -531,7 +541,7 @@ void Front::answer(Worker* worker, uint64_t id, const std::string& payload) {
     if (found == pending_.end() || found->second->worker != worker) return;  // cancelled meanwhile
     call = found->second;
     pending_.erase(found);
-    drained = --worker->pending == 0 && worker->stopping && shared();
+    drained = settle(worker);
   }
   if (drained) worker->relay.send(STOPPED, 0, "");
   if (payload.size() < 5) {
@@ -631,7 +641,7 @@ void Front::on_done(Call* call) {
         was_pending = true;  // the client went away or its deadline passed: the worker drops the call
         worker = call->worker;
         worker->relay.queue(CANCEL, call->id, "");
-        drained = --worker->pending == 0 && worker->stopping && shared();
+        drained = settle(worker);
       }
     }
     if (drained) worker->relay.send(STOPPED, 0, "");
@@ -697,8 +707,7 @@ void Front::read_worker(Worker* worker) {
     } else if (kind == STOP && shared()) {
       worker_stopping(worker);
     } else if (kind == STOP) {  // the front of this one worker: its STOP stops the front
-      auto values = parse_flat_json(payload);
-      signal_stop(values.count("grace_s") ? std::max(values["grace_s"], 0.0) : 0.0);
+      signal_stop(grace_of(payload));
     }
   }
   worker_gone(worker);
@@ -710,10 +719,7 @@ void Front::read_control() {  // shared front: the supervisor's STOP, or its end
   uint64_t id;
   std::string payload;
   while (control_.receive(kind, id, payload)) {
-    if (kind == STOP) {
-      auto values = parse_flat_json(payload);
-      signal_stop(values.count("grace_s") ? std::max(values["grace_s"], 0.0) : 0.0);
-    }
+    if (kind == STOP) signal_stop(grace_of(payload));
   }
   signal_stop(-1);
 }

@@ -37,11 +37,12 @@ free_port() {
     "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_server NAME PROVIDERS PORT: the service in the background, as the image starts it ($! is its pid).
+# start_server NAME PROVIDERS PORT: the service in the background, as the image starts it ($! is its pid), with gRPC
+# on a free port of its own (two servers must not share one).
 start_server() {
     ATTENTION_SERVE_PROVIDERS="$2" ATTENTION_SERVE_POLL_INTERVAL_S=0 ATTENTION_SERVE_GRACEFUL_SHUTDOWN_S=10 \
-        PYTHONUNBUFFERED=1 "$PYTHON" -m service --host 127.0.0.1 --port "$3" --model-repository "$REPOSITORY" \
-        > "$RESULTS/server-$1.log" 2>&1 &
+        PYTHONUNBUFFERED=1 "$PYTHON" -m service --host 127.0.0.1 --port "$3" --grpc-port "$(free_port)" \
+        --model-repository "$REPOSITORY" > "$RESULTS/server-$1.log" 2>&1 &
 }
 
 # stop_server PID: SIGTERM, a bounded wait for the exit, then SIGKILL if need be; sets exit_status (0 or 143: a
