@@ -1,6 +1,6 @@
 """Where gRPC runs, side by side: one server per ``GRPC_SERVER`` value (the native front the workers share, a Python
-front process per worker, a thread of the worker, the HTTP server's loop), all up at once, loaded in turn with the same ModelInfer body by h2load; native REST
-on each as the yardstick.
+front process per worker, a thread of the worker, the HTTP server's loop), all up at once, loaded in turn with the
+same ModelInfer body by h2load; native REST on each as the yardstick.
 
     python bench/grpc_modes.py [--workers 2] [--modes native,process,thread,loop] [--points 32x1,4x8,1x1]
                                [--duration 6] [--rounds 3] [--out DIR]
