@@ -18,6 +18,7 @@ from service.lifecycle import stop_with_parent
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_ENV
 from service.protocols.grpc_process import native_front
+from service.protocols.grpc_server import address
 from service.protocols.grpc_shared import SharedFront
 from service.providers import places_on_accelerator
 from service.settings import ENV_PREFIX, Settings
@@ -95,10 +96,8 @@ def shared_front(settings: Settings, workers_socket: Path) -> SharedFront | None
     program = native_front()
     if not settings.grpc_port or settings.grpc_server not in ("auto", "native") or program is None:
         return None
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return SharedFront(
-        program, f"{host}:{settings.grpc_port}", settings.max_body_bytes, settings.log_level, workers_socket
-    )
+    where = address(settings.host, settings.grpc_port)
+    return SharedFront(program, where, settings.max_body_bytes, settings.log_level, workers_socket)
 
 
 if __name__ == "__main__":
