@@ -98,9 +98,9 @@ class SharedFront:
         """Start another front (same port) when this one ends while the server still runs."""
         while not self._stopping.is_set():
             process = self._process
-            if process is None or process.poll() is None:
-                time.sleep(RESTART_PAUSE_S / 4)
-                continue
+            if process is None:
+                return
+            process.wait()  # stop() ends it too: closing the control socket stops the front
             if self._stopping.is_set():
                 return
             log.error("the shared gRPC front process ended (exit code %s); starting another", process.returncode)
