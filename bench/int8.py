@@ -18,7 +18,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,7 +27,6 @@ if __package__ in (None, ""):
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from bench.report import markdown_table
 from model_export.data import load_bundled_corpus
@@ -42,14 +40,7 @@ Calls = tuple[list[Feeds], list[int]]
 
 def per_channel(onnx_bytes: bytes) -> bytes:
     """The importer's recipe with one scale per output channel of each weight."""
-    with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-        source.write_bytes(onnx_bytes)
-        quantize_dynamic(
-            source, target, op_types_to_quantize=["MatMul", "Attention", "Gather"], weight_type=QuantType.QInt8,
-            per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )  # fmt: skip
-        return target.read_bytes()
+    return quantize_int8(onnx_bytes, per_channel=True)
 
 
 def corpus(count: int) -> tuple[list[str], np.ndarray]:

@@ -39,15 +39,16 @@ def optimize(onnx_bytes: bytes) -> bytes:
         return target.read_bytes()
 
 
-def quantize_int8(onnx_bytes: bytes) -> bytes:
+def quantize_int8(onnx_bytes: bytes, per_channel: bool = False) -> bytes:
     """Dynamic INT8 quantization of the MatMul, fused Attention and embedding weights (activations quantized at run
-    time). A fused node's output has no type ONNX's shape inference knows: float, as every activation here."""
+    time; ``per_channel``: a scale per output channel of each weight, not one per tensor). A fused node's output has
+    no type ONNX's shape inference knows: float, as every activation here."""
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         source.write_bytes(onnx_bytes)
         quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul", "Attention", "Gather"], weight_type=QuantType.QInt8,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            per_channel=per_channel, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )  # fmt: skip
         return target.read_bytes()
 
