@@ -43,13 +43,12 @@ def per_channel(onnx_bytes: bytes) -> bytes:
     return quantize_int8(onnx_bytes, per_channel=True)
 
 
-def corpus(count: int) -> tuple[list[str], np.ndarray]:
-    """``count`` corpus texts in a seeded order, and their labels as indices of the sorted label names."""
+def corpus(count: int, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """``count`` corpus texts in a seeded order, and their labels as indices of the model's label ``names``."""
     data = load_bundled_corpus()
     pairs = list(zip(data.texts, data.labels, strict=True))
     random.Random(0).shuffle(pairs)
-    names = data.label_names
-    return [text for text, _ in pairs[:count]], np.array([names.index(label) for _, label in pairs[:count]])
+    return [text for text, _ in pairs[:count]], np.array([list(names).index(label) for _, label in pairs[:count]])
 
 
 def head(model: onnx.ModelProto, output: str) -> tuple[str, str, str] | None:
@@ -164,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = onnx.load(str(graph))
     fp32, output = bytes(model.SerializeToString()), signature.outputs[PROBABILITIES]
     tokenizer = TextTokenizer(args.folder / "tokenizer.json", np.dtype(np.int32), args.max_tokens)
-    texts, labels = corpus(args.fit + args.texts)
+    texts, labels = corpus(args.fit + args.texts, document["labels"])
     calls = batches(encode(tokenizer, texts, signature), signature, size=16)
     reference, scored = predict(fp32, *calls, output), slice(args.fit, None)
     print(f"{args.folder}: {args.texts} corpus texts scored, at most {args.max_tokens} tokens; FP32: {graph.name}")
