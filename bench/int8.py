@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signature: Signature = read_signature(document)
     lean = args.folder / "model.lean.onnx"
     graph = lean if lean.is_file() else args.folder / "model.onnx"
-    model = onnx.load(str(graph))
-    fp32, output = bytes(model.SerializeToString()), signature.outputs[PROBABILITIES]
+    fp32, output = graph.read_bytes(), signature.outputs[PROBABILITIES]
+    model = onnx.load_from_string(fp32)
     tokenizer = TextTokenizer(args.folder / "tokenizer.json", np.dtype(np.int32), args.max_tokens)
     texts, labels = corpus(args.fit + args.texts, document["labels"])
     calls = batches(encode(tokenizer, texts, signature), signature, size=16)
